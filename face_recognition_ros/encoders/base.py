@@ -1,0 +1,106 @@
+"""The one interface every face encoder implements."""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..alignment import AlignmentTemplate
+
+
+def file_sha256(path: str | Path, length: int = 16) -> str:
+    """Short content hash of a weights file: identifies which weights produced an embedding."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:length]
+
+
+def l2_normalize(embeddings: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+    return (embeddings / np.maximum(norms, eps)).astype(np.float32)
+
+
+class FaceEncoder(ABC):
+    """Aligned face crops in, L2-normalised embeddings out.
+
+    An encoder owns its alignment template (where the landmarks go, and the crop size), its
+    pre-processing and a torch network. The network takes the pre-processed float tensor
+    (N, 3, H, W) and returns raw embeddings (N, D); inference backends (torch, ONNX Runtime,
+    TensorRT) run that network, so a new encoder works with every backend for free.
+    """
+
+    #: registry name, e.g. ``dlib_resnet``
+    name: str = ""
+    #: cosine-similarity threshold for "same person", calibrated on LFW (see README)
+    default_threshold: float = 0.5
+
+    def __init__(self) -> None:
+        self._runner = None  # set by backends.attach_backend; None means plain torch on self.device
+        self.device = torch.device("cpu")
+
+    @property
+    @abstractmethod
+    def embedding_size(self) -> int:
+        """Length of one embedding."""
+
+    @property
+    @abstractmethod
+    def template(self) -> AlignmentTemplate:
+        """Alignment template; its size is the network's input size."""
+
+    @property
+    @abstractmethod
+    def weights_hash(self) -> str:
+        """Content hash of the weights: stored with every gallery sample."""
+
+    @property
+    @abstractmethod
+    def network(self) -> torch.nn.Module:
+        """The torch module mapping ``preprocess`` output to raw (unnormalised) embeddings."""
+
+    @abstractmethod
+    def preprocess(self, faces: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 RGB crops at ``template.size`` -> (N, 3, H, W) float32 network input."""
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one network input."""
+        width, height = self.template.size
+        return (3, height, width)
+
+    @property
+    def identity(self) -> str:
+        """Encoder name plus weights hash: embeddings are comparable only within one identity."""
+        return f"{self.name}:{self.weights_hash}"
+
+    def embed(self, faces: np.ndarray) -> np.ndarray:
+        """Embed a batch of aligned RGB crops.
+
+        Args:
+            faces: (N, H, W, 3) uint8 RGB crops at ``template.size``.
+
+        Returns:
+            (N, embedding_size) float32, unit L2 norm.
+        """
+        if faces.ndim != 4 or faces.shape[3] != 3:
+            raise ValueError(f"expected (N, H, W, 3) crops, got shape {faces.shape}")
+        if faces.shape[0] == 0:
+            return np.zeros((0, self.embedding_size), np.float32)
+        width, height = self.template.size
+        if faces.shape[1:3] != (height, width):
+            raise ValueError(
+                f"{self.name} needs {width}x{height} crops, got {faces.shape[2]}x{faces.shape[1]}"
+            )
+        batch = self.preprocess(faces)
+        if self._runner is not None:
+            raw = self._runner(batch)
+        else:
+            with torch.inference_mode():
+                raw = self.network(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
+        return l2_normalize(np.asarray(raw, np.float32))

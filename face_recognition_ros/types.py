@@ -1,0 +1,83 @@
+"""Plain data passed between the pipeline stages (frame -> faces -> embeddings -> matches)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# RetinaFace landmark order, used everywhere in the project: the subject's right eye (left in the
+# image), left eye, nose tip, right mouth corner, left mouth corner.
+LANDMARK_NAMES = ("right_eye", "left_eye", "nose", "mouth_right", "mouth_left")
+
+
+@dataclass(frozen=True)
+class Detections:
+    """All faces found in one frame, as arrays (N faces)."""
+
+    boxes: np.ndarray  # (N, 4) float32 x1, y1, x2, y2 in pixels of the source frame
+    landmarks: np.ndarray  # (N, 5, 2) float32 x, y in pixels, order LANDMARK_NAMES
+    scores: np.ndarray  # (N,) float32 detector confidence in [0, 1]
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    @staticmethod
+    def empty() -> "Detections":
+        return Detections(
+            boxes=np.zeros((0, 4), np.float32),
+            landmarks=np.zeros((0, 5, 2), np.float32),
+            scores=np.zeros((0,), np.float32),
+        )
+
+    def select(self, index: np.ndarray) -> "Detections":
+        """Subset (boolean mask or integer index), keeping array types."""
+        return Detections(self.boxes[index], self.landmarks[index], self.scores[index])
+
+
+@dataclass(frozen=True)
+class Match:
+    """Open-set decision for one face: a known person, or unknown (``person_id`` None)."""
+
+    person_id: int | None
+    name: str | None
+    similarity: float  # best person's score (cosine similarity, k-NN vote)
+    margin: float  # best person's score minus the second-best person's score
+
+    @property
+    def is_known(self) -> bool:
+        return self.person_id is not None
+
+
+@dataclass
+class FaceResult:
+    """Everything known about one face in one frame."""
+
+    box: np.ndarray
+    landmarks: np.ndarray
+    score: float
+    match: Match
+    embedding: np.ndarray | None = None
+    track_id: int = -1
+
+    def to_json(self) -> dict:
+        return {
+            "box": [round(float(v), 1) for v in self.box],
+            "landmarks": [[round(float(x), 1), round(float(y), 1)] for x, y in self.landmarks],
+            "score": round(float(self.score), 4),
+            "name": self.match.name,
+            "person_id": self.match.person_id,
+            "is_known": self.match.is_known,
+            "similarity": round(float(self.match.similarity), 4),
+            "margin": round(float(self.match.margin), 4),
+            "track_id": self.track_id,
+        }
+
+
+@dataclass
+class FrameResult:
+    """The recognition result of one frame, with per-stage wall-clock timings in milliseconds."""
+
+    faces: list[FaceResult]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    image_size: tuple[int, int] = (0, 0)  # width, height
