@@ -1,0 +1,1 @@
+"""The ``face-recognition-ros`` command: every job of the package without ROS."""

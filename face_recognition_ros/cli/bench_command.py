@@ -1,0 +1,96 @@
+"""``bench``: per-stage latency and frames per second of the pipeline on one frame."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import cv2
+
+from ..errors import FaceRecognitionError, ImageError
+from ..imageio import decode_image
+from .common import add_model_options, emit_json, pipeline_from_args
+
+STAGES = ("decode", "detect", "align", "embed", "match")
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="per-stage latency and FPS on a frame",
+        description="Decodes the frame (JPEG-encoded at the requested size, as a compressed camera frame "
+        "would be), runs the whole pipeline REPEAT times after a warm-up and prints median milliseconds "
+        "per stage and end-to-end frames per second.",
+    )
+    parser.add_argument("--image", required=True, help="the frame (e.g. media/two_people.jpg)")
+    parser.add_argument("--width", type=int, help="resize the frame to this width (with --height)")
+    parser.add_argument("--height", type=int, help="resize the frame to this height (with --width)")
+    parser.add_argument("--repeat", type=int, default=20, help="timed repetitions (default 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed repetitions first")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_model_options(parser, gallery=False)
+    parser.set_defaults(func=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    if (args.width is None) != (args.height is None):
+        raise FaceRecognitionError("--width and --height go together")
+    if args.repeat < 1:
+        raise FaceRecognitionError("--repeat must be at least 1")
+    path = Path(args.image)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ImageError(f"{path}: cannot read ({error.strerror})") from None
+    image = decode_image(data, str(path))
+    if args.width:
+        if args.width < 16 or args.height < 16:
+            raise FaceRecognitionError("--width and --height must be at least 16")
+        image = cv2.resize(image, (args.width, args.height), interpolation=cv2.INTER_AREA)
+        ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        data = encoded.tobytes()
+
+    from .eval_commands import _in_memory_pipeline
+
+    pipeline = _in_memory_pipeline(args)
+    samples: dict[str, list[float]] = {stage: [] for stage in (*STAGES, "total")}
+    faces = 0
+    for repetition in range(args.warmup + args.repeat):
+        start = time.perf_counter()
+        frame = decode_image(data)
+        decode_ms = (time.perf_counter() - start) * 1000
+        result = pipeline.process(frame)
+        total_ms = (time.perf_counter() - start) * 1000
+        if repetition < args.warmup:
+            continue
+        faces = len(result.faces)
+        samples["decode"].append(decode_ms)
+        for stage in STAGES[1:]:
+            samples[stage].append(result.timings_ms.get(stage, 0.0))
+        samples["total"].append(total_ms)
+    medians = {stage: round(statistics.median(values), 2) for stage, values in samples.items()}
+    report = {
+        "image": str(path),
+        "width": int(frame.shape[1]),
+        "height": int(frame.shape[0]),
+        "faces": faces,
+        "encoder": pipeline.encoder.identity,
+        "backend": pipeline.backend,
+        "repeat": args.repeat,
+        "stages_ms": {stage: medians[stage] for stage in STAGES},
+        "total_ms": medians["total"],
+        "fps": round(1000.0 / medians["total"], 2),
+        "threads": int(__import__("torch").get_num_threads()),
+    }
+    if args.json:
+        emit_json(report)
+    else:
+        print(f"{report['width']}x{report['height']} frame, {faces} face(s), {report['encoder']} on {report['backend']}")
+        for stage in STAGES:
+            print(f"  {stage:7s} {medians[stage]:8.2f} ms")
+        print(f"  total   {medians['total']:8.2f} ms  ->  {report['fps']:.1f} FPS")
+    return 0
+
+

