@@ -27,3 +27,7 @@ class ModelError(FaceRecognitionError):
 
 class BackendUnavailableError(FaceRecognitionError):
     """An inference backend cannot run here (no GPU, library not installed)."""
+
+
+class EvaluationError(FaceRecognitionError):
+    """A benchmark cannot run: malformed pairs file, missing dataset images, unusable scores."""

@@ -1,0 +1,191 @@
+"""Open-set identification on a folder-per-identity dataset: enroll some people, query everyone.
+
+Split (reproducible from ``seed``): only identities with more than ``enroll_per_identity``
+images take part, so that every known person has at least one query; the others are skipped
+(``skipped_identities``). Of the participants, ``unknown_fraction`` are never enrolled and all
+their images are queries; each remaining (known) person has ``enroll_per_identity`` random
+images enrolled and the rest queried. Enrollment images without a face are left out (that
+person enrolls fewer samples). A query without a face is reported unknown, as the live system
+would: a false reject for a known person, a correct reject for an unknown one; all such images
+count in ``failed_detections``.
+
+Scores (over queries):
+- ``rank1``: closed-set, known queries whose best-scoring person (same k-NN scoring as the
+  matcher, no threshold or margin) is right.
+- ``open_set_accuracy``: known queries accepted as the right person plus unknown queries rejected.
+- ``false_accept_rate``: unknown queries accepted as anyone (None when there are none).
+- ``false_reject_rate`` / ``misidentification_rate``: known queries rejected / accepted as the
+  wrong person.
+- ``precision``, ``recall``, ``f1``: true positive = known query accepted as the right person;
+  false positive = accepted as the wrong person, or an unknown query accepted; false negative =
+  known query rejected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from face_recognition_ros.errors import EvaluationError
+from face_recognition_ros.evaluation.embedding import EmbedImage, embed_images
+from face_recognition_ros.evaluation.metrics import f1_from_counts, precision_from_counts, recall_from_counts
+from face_recognition_ros.gallery import GalleryEmbeddings
+from face_recognition_ros.matching import Matcher
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def list_identities(data_dir: str | Path) -> dict[str, list[Path]]:
+    """Identity folder name -> its image files (sorted), for every sub-folder holding images."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise EvaluationError(f"identification data folder not found: {data_dir}")
+    identities = {}
+    for folder in sorted(path for path in data_dir.iterdir() if path.is_dir() and not path.name.startswith(".")):
+        images = sorted(
+            path for path in folder.iterdir()
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+        )
+        if images:
+            identities[folder.name] = images
+    if not identities:
+        raise EvaluationError(f"no identity folders with images ({', '.join(IMAGE_SUFFIXES)}) in {data_dir}")
+    return identities
+
+
+def _is_positive_integer(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+
+
+def _rate(count: int, total: int) -> float | None:
+    return count / total if total else None
+
+
+def _make_matcher(threshold: float | None, margin: float | None, k: int) -> Matcher:
+    settings = {"k": k}
+    if threshold is not None:
+        settings["threshold"] = threshold
+    if margin is not None:
+        settings["margin"] = margin
+    try:
+        return Matcher(**settings)
+    except ValueError as error:
+        raise EvaluationError(str(error)) from None
+
+
+def _stack(vectors: Sequence[np.ndarray], dimension: int) -> np.ndarray:
+    return np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, dimension), np.float32)
+
+
+def evaluate_identification(
+    embed_image: EmbedImage,
+    data_dir: str | Path,
+    enroll_per_identity: int = 5,
+    unknown_fraction: float = 0.2,
+    seed: int = 0,
+    threshold: float | None = None,
+    margin: float | None = None,
+    k: int = 3,
+    progress: bool = True,
+) -> dict:
+    """Enroll, query and score as described in the module docstring.
+
+    ``embed_image`` returns a unit embedding or None when it found no face. ``threshold`` and
+    ``margin`` default to the Matcher's own defaults; the values used are in the result.
+    """
+    if not _is_positive_integer(enroll_per_identity):
+        raise EvaluationError(f"enroll_per_identity must be a positive integer, got {enroll_per_identity!r}")
+    if not 0.0 <= unknown_fraction < 1.0:
+        raise EvaluationError(f"unknown_fraction must lie in [0, 1), got {unknown_fraction}")
+    matcher = _make_matcher(threshold, margin, k)
+    closed_set = _make_matcher(-1.0, 0.0, k)  # accepts every query's best person
+
+    identities = list_identities(data_dir)
+    eligible = [name for name, images in identities.items() if len(images) > enroll_per_identity]
+    unknown_count = int(round(unknown_fraction * len(eligible)))
+    if len(eligible) - unknown_count < 1:
+        raise EvaluationError(
+            f"no identity in {data_dir} can be enrolled: need more than {enroll_per_identity} images "
+            f"({len(eligible)} identities have that, {unknown_count} of them are held out as unknown)"
+        )
+    rng = np.random.default_rng(seed)
+    shuffled = [eligible[index] for index in rng.permutation(len(eligible))]
+    unknown_names = sorted(shuffled[:unknown_count])
+    known_names = sorted(shuffled[unknown_count:])
+
+    enroll_paths: list[Path] = []
+    enroll_ids: list[int] = []
+    query_paths: list[Path] = []
+    query_ids: list[int | None] = []  # None: an identity that was never enrolled
+    for person_id, name in enumerate(known_names):
+        images = [identities[name][index] for index in rng.permutation(len(identities[name]))]
+        enroll_paths += images[:enroll_per_identity]
+        enroll_ids += [person_id] * enroll_per_identity
+        query_paths += images[enroll_per_identity:]
+        query_ids += [person_id] * (len(images) - enroll_per_identity)
+    for name in unknown_names:
+        query_paths += identities[name]
+        query_ids += [None] * len(identities[name])
+
+    vectors, seconds_per_image = embed_images(
+        embed_image, enroll_paths + query_paths, progress, description="identification images"
+    )
+    failed_detections = sum(vector is None for vector in vectors)
+    dimension = next((vector.size for vector in vectors if vector is not None), None)
+    if dimension is None:
+        raise EvaluationError(f"embed_image found no face in any of the {len(vectors)} images of {data_dir}")
+    enroll_vectors, query_vectors = vectors[: len(enroll_paths)], vectors[len(enroll_paths):]
+
+    enrolled = [index for index, vector in enumerate(enroll_vectors) if vector is not None]
+    gallery = GalleryEmbeddings(
+        _stack([enroll_vectors[index] for index in enrolled], dimension),
+        np.asarray([enroll_ids[index] for index in enrolled], np.int64),
+        dict(enumerate(known_names)),
+    )
+    embedded = [index for index, vector in enumerate(query_vectors) if vector is not None]
+    query_matrix = _stack([query_vectors[index] for index in embedded], dimension)
+    # Queries without a face keep None: reported unknown, and a closed-set miss.
+    decided: list[int | None] = [None] * len(query_paths)
+    nearest: list[int | None] = [None] * len(query_paths)
+    for index, open_match, closed_match in zip(
+        embedded, matcher.match(query_matrix, gallery), closed_set.match(query_matrix, gallery)
+    ):
+        decided[index] = open_match.person_id
+        nearest[index] = closed_match.person_id
+
+    known = [(truth, decided[i], nearest[i]) for i, truth in enumerate(query_ids) if truth is not None]
+    unknown_decisions = [decided[i] for i, truth in enumerate(query_ids) if truth is None]
+    correct = sum(decision == truth for truth, decision, _ in known)
+    rejected = sum(decision is None for _, decision, _ in known)
+    wrong = len(known) - correct - rejected
+    false_accepts = sum(decision is not None for decision in unknown_decisions)
+    true_rejects = len(unknown_decisions) - false_accepts
+    false_positives = wrong + false_accepts
+    return {
+        "rank1": _rate(sum(best == truth for truth, _, best in known), len(known)),
+        "open_set_accuracy": (correct + true_rejects) / len(query_paths),
+        "false_accept_rate": _rate(false_accepts, len(unknown_decisions)),
+        "false_reject_rate": _rate(rejected, len(known)),
+        "misidentification_rate": _rate(wrong, len(known)),
+        "precision": precision_from_counts(correct, false_positives),
+        "recall": recall_from_counts(correct, rejected),
+        "f1": f1_from_counts(correct, false_positives, rejected),
+        "identities": len(identities),
+        "known_identities": len(known_names),
+        "unknown_identities": len(unknown_names),
+        "skipped_identities": len(identities) - len(eligible),
+        "queries": len(query_paths),
+        "known_queries": len(known),
+        "unknown_queries": len(unknown_decisions),
+        "enrolled_images": len(enrolled),
+        "failed_detections": failed_detections,
+        "seconds_per_image": seconds_per_image,
+        "threshold": matcher.threshold,
+        "margin": matcher.margin,
+        "k": matcher.k,
+        "enroll_per_identity": int(enroll_per_identity),
+        "unknown_fraction": float(unknown_fraction),
+        "seed": seed,
+    }
