@@ -1,0 +1,591 @@
+"""The persistent face gallery: people and their face samples in one SQLite file.
+
+Every sample keeps its embedding, the identity of the encoder that made it (``"name:weightshash"``)
+and the aligned face crop it was made from (256x256 RGB at ``alignment.STORAGE_TEMPLATE``, stored
+as lossless PNG), so the gallery can be re-embedded exactly when the encoder changes.
+
+Several threads and processes may read and write one gallery at once: each thread gets its own
+connection, the file is in WAL mode (readers never block the writer), every write is one
+``BEGIN IMMEDIATE`` transaction that also bumps a ``revision`` counter, and a busy writer is waited
+for (``busy_timeout``) rather than failing.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+import unicodedata
+import urllib.parse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import platformdirs
+
+from .alignment import STORAGE_TEMPLATE
+from .errors import GalleryError, InvalidNameError
+
+GALLERY_ENV = "FACE_RECOGNITION_GALLERY"
+SCHEMA_VERSION = 1
+#: ``PRAGMA application_id`` marking the file as a face gallery ("FRGL")
+APPLICATION_ID = 0x4652474C
+MAX_NAME_LENGTH = 64
+CROP_SHAPE = (STORAGE_TEMPLATE.size[1], STORAGE_TEMPLATE.size[0], 3)
+BUSY_TIMEOUT_S = 10.0
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE people (
+    id INTEGER PRIMARY KEY,
+    name TEXT UNIQUE NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE samples (
+    id INTEGER PRIMARY KEY,
+    person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+    embedding BLOB NOT NULL,
+    dim INTEGER NOT NULL,
+    encoder TEXT NOT NULL,
+    crop BLOB NOT NULL,
+    landmarks BLOB NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX samples_by_person ON samples(person_id);
+CREATE INDEX samples_by_encoder ON samples(encoder, person_id);
+"""
+
+
+@dataclass(frozen=True)
+class PersonInfo:
+    id: int
+    name: str
+    created: float  # Unix time
+    num_samples: int
+
+
+@dataclass(frozen=True)
+class EnrollResult:
+    person_id: int
+    samples_added: int
+    created: bool  # True when the person was new
+
+
+@dataclass(frozen=True, eq=False)
+class GalleryEmbeddings:
+    """All samples of one encoder, ready for matching (rows grouped by person)."""
+
+    embeddings: np.ndarray  # (M, D) float32, unit norm
+    person_ids: np.ndarray  # (M,) int64
+    names: dict[int, str] = field(default_factory=dict)
+    encoder: str = ""
+    revision: int = -1  # gallery revision these were read at
+
+    def __len__(self) -> int:
+        return int(self.person_ids.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+
+def default_gallery_path() -> Path:
+    """``$FACE_RECOGNITION_GALLERY``, else ``gallery.db`` in the user's data directory."""
+    override = os.environ.get(GALLERY_ENV)
+    if override:
+        return Path(override).expanduser()
+    return Path(platformdirs.user_data_dir("face_recognition_ros")) / "gallery.db"
+
+
+def validate_name(name: str) -> str:
+    """The name with surrounding whitespace removed; ``InvalidNameError`` if it is unusable."""
+    if not isinstance(name, str):
+        raise InvalidNameError(f"a person name must be text, got {type(name).__name__}")
+    # NFC: the same name typed with composed or decomposed accents is the same person.
+    name = unicodedata.normalize("NFC", name.strip())
+    if not name:
+        raise InvalidNameError("a person name cannot be empty")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidNameError(f"a person name can have at most {MAX_NAME_LENGTH} characters, got {len(name)}")
+    for char in name:
+        if unicodedata.category(char) in ("Cc", "Cf"):
+            raise InvalidNameError(f"a person name cannot contain control characters (found {char!r} in {name!r})")
+    return name
+
+
+class Gallery:
+    """A face gallery file; see the module docstring. Use as a context manager or call ``close``.
+
+    ``create``: make the file (and its directory) when missing. ``read_only``: never write; this is
+    also chosen automatically when the file or its directory is not writable, and then every write
+    raises ``GalleryError`` while reads keep working.
+    """
+
+    def __init__(self, path: str | os.PathLike, create: bool = True, read_only: bool = False) -> None:
+        self.path = Path(path).expanduser()
+        if self.path.is_dir():
+            raise GalleryError(f"gallery path {self.path} is a directory, not a file")
+        if not self.path.exists():
+            if read_only or not create:
+                raise GalleryError(f"no gallery at {self.path}")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise GalleryError(f"cannot create the gallery directory {self.path.parent}: {error}") from None
+        self.read_only = read_only or not _writable(self.path)
+        if self.read_only and not self.path.exists():
+            raise GalleryError(f"cannot create a gallery at {self.path}: the directory is not writable")
+        self._immutable = False
+        self._local = threading.local()
+        self._connections: list[tuple[int, sqlite3.Connection]] = []  # (owning process id, connection)
+        self._connections_lock = threading.Lock()
+        self._closed = False
+        try:
+            self._open_schema()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            query = "mode=ro&immutable=1" if self._immutable else "mode=ro"
+        else:
+            query = "mode=rwc"
+        uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?{query}"
+        # Autocommit mode: transactions are opened explicitly (BEGIN IMMEDIATE for writes).
+        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA foreign_keys = ON")
+            if not self.read_only:
+                # Still atomic in WAL mode; only the latest commits may be lost on power failure.
+                conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error:
+            conn.close()
+            raise
+        return conn
+
+    def _open_error(self, error: sqlite3.Error) -> GalleryError:
+        if isinstance(error, sqlite3.OperationalError):
+            return GalleryError(f"cannot open the gallery {self.path}: {error}")
+        return GalleryError(f"{self.path} is not a face gallery (corrupt or another kind of file: {error})")
+
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection (a fork child gets fresh ones: SQLite handles must not cross fork)."""
+        if self._closed:
+            raise GalleryError(f"the gallery {self.path} is closed")
+        local = self._local
+        if getattr(local, "conn", None) is None or local.pid != os.getpid():
+            try:
+                self._adopt(self._connect())
+            except sqlite3.Error as error:
+                raise self._open_error(error) from None
+        return local.conn
+
+    def _adopt(self, conn: sqlite3.Connection) -> None:
+        """Make ``conn`` this thread's connection."""
+        self._local.conn = conn
+        self._local.pid = os.getpid()
+        with self._connections_lock:
+            self._connections.append((os.getpid(), conn))
+
+    def close(self) -> None:
+        """Close every thread's connection; the object cannot be used afterwards."""
+        self._closed = True
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        for pid, conn in connections:
+            # A connection inherited through fork belongs to the parent: closing it here could
+            # checkpoint or delete the parent's WAL file.
+            if pid == os.getpid():
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+
+    def __enter__(self) -> "Gallery":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Gallery({str(self.path)!r}{', read_only=True' if self.read_only else ''})"
+
+    # -- schema --------------------------------------------------------------------------------
+
+    def _open_schema(self) -> None:
+        try:
+            conn = self._connect()
+            try:
+                version, app_id, tables = _read_header(conn)
+            except sqlite3.Error:
+                conn.close()
+                raise
+        except sqlite3.OperationalError as error:
+            if not self.read_only or self._immutable:
+                raise self._open_error(error) from None
+            # A WAL file in a directory we cannot write: SQLite cannot create the shared-memory
+            # index, so read it as an immutable snapshot instead.
+            self._immutable = True
+            return self._open_schema()
+        except sqlite3.Error as error:
+            raise self._open_error(error) from None
+        self._adopt(conn)
+        if version == 0 and not tables:
+            if self.read_only:
+                raise GalleryError(f"{self.path} is an empty file, not a face gallery")
+            self._create_schema()
+            return
+        if app_id != APPLICATION_ID or "samples" not in tables or "people" not in tables:
+            raise GalleryError(f"{self.path} is an SQLite database but not a face gallery")
+        if version > SCHEMA_VERSION:
+            raise GalleryError(
+                f"the gallery {self.path} has schema version {version}, newer than this software "
+                f"understands ({SCHEMA_VERSION}); update face_recognition_ros"
+            )
+        if version < SCHEMA_VERSION:
+            raise GalleryError(f"the gallery {self.path} has unknown old schema version {version}")
+
+    def _create_schema(self) -> None:
+        conn = self._conn()
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")  # persistent: stored in the file
+            conn.execute("BEGIN IMMEDIATE")
+            # Another process may have created it while we waited for the lock.
+            if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+                # executescript() would commit on its own: run the statements one by one instead.
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    conn.execute(statement)
+                conn.execute("INSERT INTO meta VALUES ('schema_version', ?), ('revision', 0)", (SCHEMA_VERSION,))
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise GalleryError(f"cannot create the gallery {self.path}: {error}") from None
+
+    # -- transactions --------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction that also bumps the revision: all of it happens, or none."""
+        self._require_writable(action)
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")  # take the write lock now, waiting up to busy_timeout
+        except sqlite3.Error as error:
+            raise GalleryError(f"cannot {action}: the gallery {self.path} is busy or not writable ({error})") from None
+        try:
+            yield conn
+            conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'revision'")
+            conn.execute("COMMIT")
+        except BaseException as error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(error, sqlite3.Error):
+                raise GalleryError(f"cannot {action} in the gallery {self.path}: {error}") from error
+            raise
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot for several SELECTs."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN")
+            yield conn
+        except sqlite3.Error as error:
+            raise GalleryError(f"cannot read the gallery {self.path}: {error}") from error
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+
+    def _require_writable(self, action: str) -> None:
+        if self.read_only:
+            raise GalleryError(f"cannot {action}: the gallery {self.path} is read-only")
+
+    # -- people --------------------------------------------------------------------------------
+
+    def enroll(self, name: str, embeddings: np.ndarray, crops: np.ndarray, encoder: str) -> EnrollResult:
+        """Add samples to the person with this exact name, creating the person if needed."""
+        name = validate_name(name)
+        embeddings, crops = _check_samples(embeddings, crops)
+        encoder = _check_encoder(encoder)
+        with self._write(f"enroll {name!r}") as conn:
+            row = conn.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                cursor = conn.execute("INSERT INTO people (name, created) VALUES (?, ?)", (name, time.time()))
+                person_id = int(cursor.lastrowid)
+            else:
+                person_id = int(row[0])
+            _insert_samples(conn, person_id, embeddings, crops, encoder)
+        return EnrollResult(person_id, len(embeddings), created=row is None)
+
+    def add_samples(self, person: int | str, embeddings: np.ndarray, crops: np.ndarray, encoder: str) -> int:
+        """Add samples to an existing person; returns how many were added."""
+        embeddings, crops = _check_samples(embeddings, crops)
+        encoder = _check_encoder(encoder)
+        with self._write("add samples") as conn:
+            person_id, _ = _resolve(conn, person)
+            _insert_samples(conn, person_id, embeddings, crops, encoder)
+        return len(embeddings)
+
+    def rename(self, person: int | str, new_name: str) -> None:
+        new_name = validate_name(new_name)
+        with self._write(f"rename to {new_name!r}") as conn:
+            person_id, _ = _resolve(conn, person)
+            other = conn.execute("SELECT id FROM people WHERE name = ?", (new_name,)).fetchone()
+            if other is not None and other[0] != person_id:
+                raise GalleryError(f"there is already a person named {new_name!r}")
+            conn.execute("UPDATE people SET name = ? WHERE id = ?", (new_name, person_id))
+
+    def forget(self, person: int | str) -> int:
+        """Remove the person with all their samples and crops; returns how many samples went."""
+        with self._write("forget a person") as conn:
+            person_id, _ = _resolve(conn, person)
+            removed = conn.execute("DELETE FROM samples WHERE person_id = ?", (person_id,)).rowcount
+            conn.execute("DELETE FROM people WHERE id = ?", (person_id,))
+        return int(removed)
+
+    def list_people(self) -> list[PersonInfo]:
+        """Everyone, sorted by name."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT p.id, p.name, p.created, COUNT(s.id) FROM people p "
+                "LEFT JOIN samples s ON s.person_id = p.id GROUP BY p.id ORDER BY p.name COLLATE NOCASE, p.id"
+            ).fetchall()
+        return [PersonInfo(*row) for row in rows]
+
+    def get_person(self, person: int | str) -> PersonInfo:
+        with self._read() as conn:
+            person_id, name = _resolve(conn, person)
+            created, count = conn.execute(
+                "SELECT p.created, (SELECT COUNT(*) FROM samples WHERE person_id = p.id) FROM people p WHERE p.id = ?",
+                (person_id,),
+            ).fetchone()
+        return PersonInfo(person_id, name, created, count)
+
+    # -- samples -------------------------------------------------------------------------------
+
+    def embeddings(self, encoder: str) -> GalleryEmbeddings:
+        """Every sample embedded by this encoder identity, grouped by person."""
+        encoder = _check_encoder(encoder)
+        with self._read() as conn:
+            revision = _read_revision(conn)
+            names = dict(conn.execute("SELECT id, name FROM people").fetchall())
+            rows = conn.execute(
+                "SELECT person_id, dim, embedding FROM samples WHERE encoder = ? ORDER BY person_id, id", (encoder,)
+            ).fetchall()
+        if not rows:
+            return GalleryEmbeddings(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), names, encoder, revision)
+        dims = {row[1] for row in rows}
+        blob = b"".join(row[2] for row in rows)
+        dim = dims.pop()
+        if dims or len(blob) != len(rows) * dim * 4:
+            raise GalleryError(f"the gallery {self.path} is corrupt: inconsistent embeddings for encoder {encoder!r}")
+        embeddings = np.frombuffer(blob, "<f4").reshape(len(rows), dim).astype(np.float32)
+        person_ids = np.fromiter((row[0] for row in rows), np.int64, len(rows))
+        return GalleryEmbeddings(embeddings, person_ids, names, encoder, revision)
+
+    def stale_count(self, encoder: str) -> int:
+        """How many samples were embedded by another encoder identity (and need ``reembed``)."""
+        encoder = _check_encoder(encoder)
+        with self._read() as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM samples WHERE encoder != ?", (encoder,)).fetchone()[0])
+
+    def crops(self, person: int | str) -> np.ndarray:
+        """The person's stored aligned crops, (N, 256, 256, 3) uint8 RGB, oldest first."""
+        with self._read() as conn:
+            person_id, _ = _resolve(conn, person)
+            rows = conn.execute("SELECT crop FROM samples WHERE person_id = ? ORDER BY id", (person_id,))
+            blobs = [row[0] for row in rows]
+        if not blobs:
+            return np.zeros((0, *CROP_SHAPE), np.uint8)
+        return np.stack([_decode_crop(blob) for blob in blobs])
+
+    def reembed(
+        self,
+        embed_fn: Callable[[np.ndarray], np.ndarray],
+        encoder: str,
+        batch_size: int = 32,
+        progress: bool = False,
+    ) -> int:
+        """Re-embed every sample made by another encoder from its stored crop; returns the count.
+
+        ``embed_fn`` maps crops (N, 256, 256, 3) uint8 RGB to embeddings (N, D). Each batch is
+        written in its own transaction, after ``embed_fn`` ran (the write lock is not held while
+        the network runs), so an interrupted run leaves every sample either old or new.
+        """
+        from tqdm import tqdm
+
+        encoder = _check_encoder(encoder)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self._require_writable("re-embed")
+        with self._read() as conn:
+            rows = conn.execute("SELECT id FROM samples WHERE encoder != ? ORDER BY id", (encoder,))
+            stale_ids = [row[0] for row in rows]
+        updated = 0
+        with tqdm(total=len(stale_ids), disable=not progress, desc="re-embedding", unit="face") as bar:
+            for start in range(0, len(stale_ids), batch_size):
+                batch = stale_ids[start : start + batch_size]
+                updated += self._reembed_batch(embed_fn, encoder, batch)
+                bar.update(len(batch))
+        return updated
+
+    def _reembed_batch(self, embed_fn: Callable[[np.ndarray], np.ndarray], encoder: str, ids: list[int]) -> int:
+        placeholders = ",".join("?" * len(ids))
+        with self._read() as conn:
+            # Samples forgotten or re-embedded by someone else since the list was made drop out here.
+            rows = conn.execute(
+                f"SELECT id, crop FROM samples WHERE id IN ({placeholders}) AND encoder != ? ORDER BY id",
+                (*ids, encoder),
+            ).fetchall()
+        if not rows:
+            return 0
+        crops = np.stack([_decode_crop(row[1]) for row in rows])
+        embeddings = _check_embeddings(np.asarray(embed_fn(crops)), expected_count=len(rows))
+        dim = embeddings.shape[1]
+        with self._write("re-embed") as conn:
+            _check_dimension(conn, encoder, dim)
+            cursor = conn.executemany(
+                "UPDATE samples SET embedding = ?, dim = ?, encoder = ? WHERE id = ? AND encoder != ?",
+                ((_embedding_blob(emb), dim, encoder, row[0], encoder) for emb, row in zip(embeddings, rows)),
+            )
+            return int(cursor.rowcount)
+
+    # -- change detection ----------------------------------------------------------------------
+
+    def revision(self) -> int:
+        """A counter that grows with every committed write from any thread or process.
+
+        One indexed SELECT (a few microseconds): cheap enough to poll every frame.
+        """
+        try:
+            return _read_revision(self._conn())
+        except sqlite3.Error as error:
+            raise GalleryError(f"cannot read the gallery {self.path}: {error}") from None
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _writable(path: Path) -> bool:
+    # WAL mode writes -wal and -shm files beside the database: the directory must be writable too.
+    directory_ok = os.access(path.parent, os.W_OK)
+    return directory_ok and (not path.exists() or os.access(path, os.W_OK))
+
+
+def _read_header(conn: sqlite3.Connection) -> tuple[int, int, set[str]]:
+    """Schema version, application id and table names."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return version, app_id, tables
+
+
+def _read_revision(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()[0])
+
+
+def _resolve(conn: sqlite3.Connection, person: int | str) -> tuple[int, str]:
+    """(id, name) of a person given by id or name."""
+    if isinstance(person, (int, np.integer)) and not isinstance(person, (bool, np.bool_)):
+        row = conn.execute("SELECT id, name FROM people WHERE id = ?", (int(person),)).fetchone()
+        if row is None:
+            raise GalleryError(f"no person with id {int(person)}")
+    elif isinstance(person, str):
+        name = unicodedata.normalize("NFC", person.strip())
+        row = conn.execute("SELECT id, name FROM people WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise GalleryError(f"no person named {person.strip()!r}")
+    else:
+        raise GalleryError(f"a person is given by name or id, got {type(person).__name__}")
+    return int(row[0]), row[1]
+
+
+def _check_encoder(encoder: str) -> str:
+    if not isinstance(encoder, str) or not encoder.strip():
+        raise GalleryError(f"the encoder identity must be a non-empty string like 'name:weightshash', got {encoder!r}")
+    return encoder
+
+
+def _check_embeddings(embeddings: np.ndarray, expected_count: int | None = None) -> np.ndarray:
+    """Unit-norm float32 (N, D) embeddings, or ``GalleryError``."""
+    embeddings = np.asarray(embeddings)
+    if embeddings.ndim != 2 or embeddings.shape[0] == 0 or embeddings.shape[1] == 0:
+        raise GalleryError(f"embeddings must be a non-empty (N, D) array, got shape {embeddings.shape}")
+    if not np.issubdtype(embeddings.dtype, np.floating):
+        raise GalleryError(f"embeddings must be floating point, got {embeddings.dtype}")
+    if expected_count is not None and embeddings.shape[0] != expected_count:
+        raise GalleryError(f"expected {expected_count} embeddings, got {embeddings.shape[0]}")
+    embeddings = embeddings.astype(np.float32)
+    if not np.all(np.isfinite(embeddings)):
+        raise GalleryError("embeddings contain NaN or infinite values")
+    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+    if np.any(norms < 1e-6):
+        raise GalleryError("an embedding has (almost) zero length and no direction")
+    # Matching is cosine similarity: store unit vectors so it is a plain dot product.
+    return embeddings / norms
+
+
+def _check_samples(embeddings: np.ndarray, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    embeddings = _check_embeddings(embeddings)
+    crops = np.asarray(crops)
+    if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != CROP_SHAPE:
+        raise GalleryError(
+            f"crops must be (N, {CROP_SHAPE[0]}, {CROP_SHAPE[1]}, 3) uint8 RGB aligned at "
+            f"STORAGE_TEMPLATE, got {crops.dtype} {crops.shape}"
+        )
+    if len(crops) != len(embeddings):
+        raise GalleryError(f"got {len(embeddings)} embeddings but {len(crops)} crops")
+    return embeddings, crops
+
+
+def _check_dimension(conn: sqlite3.Connection, encoder: str, dim: int) -> None:
+    row = conn.execute("SELECT dim FROM samples WHERE encoder = ? LIMIT 1", (encoder,)).fetchone()
+    if row is not None and row[0] != dim:
+        raise GalleryError(f"encoder {encoder!r} made {row[0]}-dimensional embeddings before, now {dim}")
+
+
+def _insert_samples(
+    conn: sqlite3.Connection, person_id: int, embeddings: np.ndarray, crops: np.ndarray, encoder: str
+) -> None:
+    _check_dimension(conn, encoder, embeddings.shape[1])
+    landmarks = STORAGE_TEMPLATE.landmarks.astype("<f4").tobytes()
+    now = time.time()
+    dim = embeddings.shape[1]
+    # Crops are encoded one by one as rows are inserted: a failure rolls back the whole enrollment.
+    rows = (
+        (person_id, _embedding_blob(embedding), dim, encoder, _encode_crop(crop), landmarks, now)
+        for embedding, crop in zip(embeddings, crops)
+    )
+    conn.executemany(
+        "INSERT INTO samples (person_id, embedding, dim, encoder, crop, landmarks, created) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+
+
+def _embedding_blob(embedding: np.ndarray) -> bytes:
+    return embedding.astype("<f4").tobytes()
+
+
+def _encode_crop(crop: np.ndarray) -> bytes:
+    ok, buffer = cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise GalleryError("could not PNG-encode a face crop")
+    return buffer.tobytes()
+
+
+def _decode_crop(blob: bytes) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR)
+    if image is None or image.shape != CROP_SHAPE:
+        raise GalleryError("the gallery holds a corrupt face crop")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -1,0 +1,425 @@
+"""The SQLite face gallery: storage, names, re-embedding, concurrency, atomicity and bad files."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from face_recognition_ros import gallery as gallery_module
+from face_recognition_ros.errors import GalleryError, InvalidNameError
+from face_recognition_ros.gallery import Gallery, default_gallery_path, validate_name
+
+ENCODER = "fake:0123abcd"
+OTHER_ENCODER = "fake:ffff0000"
+DIM = 8
+FORK = multiprocessing.get_context("fork")
+
+
+def make_samples(count: int, seed: int = 0, dim: int = DIM) -> tuple[np.ndarray, np.ndarray]:
+    """Unit embeddings and 256x256 crops: a flat colour with a noisy patch (cheap to PNG, checks losslessness)."""
+    rng = np.random.default_rng(seed)
+    embeddings = rng.standard_normal((count, dim)).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    crops = np.empty((count, 256, 256, 3), np.uint8)
+    crops[:] = rng.integers(0, 256, (count, 1, 1, 3), dtype=np.uint8)
+    crops[:, 100:116, 100:116] = rng.integers(0, 256, (count, 16, 16, 3), dtype=np.uint8)
+    return embeddings, crops
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "galleries" / "gallery.db"
+
+
+@pytest.fixture
+def gallery(db_path: Path):
+    with Gallery(db_path) as opened:
+        yield opened
+
+
+def snapshot(path: Path) -> tuple:
+    """Everything stored, read with a plain connection."""
+    with sqlite3.connect(path) as conn:
+        people = conn.execute("SELECT id, name FROM people ORDER BY id").fetchall()
+        samples = conn.execute("SELECT id, person_id, embedding, encoder, crop FROM samples ORDER BY id").fetchall()
+        revision = conn.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
+    conn.close()
+    return people, samples, revision
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# -- storage ---------------------------------------------------------------------------------
+
+
+def test_enrolled_samples_round_trip_exactly(gallery: Gallery):
+    embeddings, crops = make_samples(3)
+    result = gallery.enroll("Ada", embeddings, crops, ENCODER)
+    assert result.created and result.samples_added == 3
+    stored = gallery.embeddings(ENCODER)
+    np.testing.assert_allclose(stored.embeddings, embeddings, atol=1e-6)
+    assert stored.person_ids.tolist() == [result.person_id] * 3
+    assert stored.names == {result.person_id: "Ada"}
+    np.testing.assert_array_equal(gallery.crops("Ada"), crops)
+
+
+def test_embeddings_are_stored_with_unit_length(gallery: Gallery):
+    embeddings, crops = make_samples(2)
+    gallery.enroll("Ada", embeddings * 5.0, crops, ENCODER)
+    np.testing.assert_allclose(np.linalg.norm(gallery.embeddings(ENCODER).embeddings, axis=1), 1.0, atol=1e-6)
+
+
+def test_enrolling_an_existing_name_appends_samples(gallery: Gallery):
+    first = gallery.enroll("Ada", *make_samples(2, seed=1), ENCODER)
+    second = gallery.enroll("  Ada ", *make_samples(3, seed=2), ENCODER)
+    assert not second.created and second.person_id == first.person_id
+    assert gallery.get_person("Ada").num_samples == 5
+    assert gallery.add_samples(first.person_id, *make_samples(1, seed=3), ENCODER) == 1
+    assert gallery.get_person(first.person_id).num_samples == 6
+
+
+def test_list_people_gives_everyone_by_name_with_sample_counts(gallery: Gallery):
+    gallery.enroll("bob", *make_samples(1), ENCODER)
+    gallery.enroll("Ada", *make_samples(2), ENCODER)
+    gallery.enroll("Cy", *make_samples(3), ENCODER)
+    assert [(person.name, person.num_samples) for person in gallery.list_people()] == [
+        ("Ada", 2),
+        ("bob", 1),
+        ("Cy", 3),
+    ]
+
+
+def test_rename_changes_the_name_and_keeps_the_samples(gallery: Gallery):
+    person_id = gallery.enroll("Ada", *make_samples(2), ENCODER).person_id
+    gallery.rename("Ada", "Ada Lovelace")
+    assert gallery.get_person(person_id).name == "Ada Lovelace"
+    assert gallery.get_person("Ada Lovelace").num_samples == 2
+    with pytest.raises(GalleryError, match="no person named 'Ada'"):
+        gallery.get_person("Ada")
+
+
+def test_rename_onto_an_existing_name_is_refused(gallery: Gallery):
+    gallery.enroll("Ada", *make_samples(1), ENCODER)
+    gallery.enroll("Bob", *make_samples(1), ENCODER)
+    with pytest.raises(GalleryError, match="already a person named 'Bob'"):
+        gallery.rename("Ada", "Bob")
+    assert [person.name for person in gallery.list_people()] == ["Ada", "Bob"]
+
+
+def test_forget_removes_the_person_with_all_samples_and_crops(gallery: Gallery, db_path: Path):
+    ada = gallery.enroll("Ada", *make_samples(3), ENCODER).person_id
+    bob = gallery.enroll("Bob", *make_samples(2), ENCODER).person_id
+    assert gallery.forget("Ada") == 3
+    people, samples, _ = snapshot(db_path)
+    assert people == [(bob, "Bob")]
+    assert {sample[1] for sample in samples} == {bob} and len(samples) == 2
+    with pytest.raises(GalleryError, match="no person with id"):
+        gallery.crops(ada)
+
+
+def test_unknown_person_is_a_clear_error(gallery: Gallery):
+    with pytest.raises(GalleryError, match="no person named 'Nobody'"):
+        gallery.forget("Nobody")
+    with pytest.raises(GalleryError, match="no person with id 42"):
+        gallery.rename(42, "Someone")
+
+
+def test_embeddings_only_include_samples_of_the_requested_encoder(gallery: Gallery):
+    gallery.enroll("Ada", *make_samples(2, seed=1), ENCODER)
+    gallery.enroll("Ada", *make_samples(3, seed=2, dim=4), OTHER_ENCODER)
+    gallery.enroll("Bob", *make_samples(1, seed=3, dim=4), OTHER_ENCODER)
+    assert gallery.embeddings(ENCODER).embeddings.shape == (2, DIM)
+    other = gallery.embeddings(OTHER_ENCODER)
+    assert other.embeddings.shape == (4, 4) and len(set(other.person_ids.tolist())) == 2
+    assert gallery.stale_count(ENCODER) == 4 and gallery.stale_count(OTHER_ENCODER) == 2
+    assert len(gallery.embeddings("unused:0")) == 0
+
+
+def _mean_colour(crops: np.ndarray) -> np.ndarray:
+    return crops.reshape(len(crops), -1, 3).mean(axis=1).astype(np.float32) + 1.0
+
+
+def test_reembed_recomputes_stale_samples_from_their_crops(gallery: Gallery, capsys):
+    embeddings, crops = make_samples(5)
+    gallery.enroll("Ada", embeddings[:3], crops[:3], OTHER_ENCODER)
+    gallery.enroll("Bob", embeddings[3:], crops[3:], OTHER_ENCODER)
+    assert gallery.reembed(_mean_colour, ENCODER, batch_size=2, progress=True) == 5
+    assert "re-embedding" in capsys.readouterr().err
+    assert gallery.stale_count(ENCODER) == 0 and len(gallery.embeddings(OTHER_ENCODER)) == 0
+    stored = gallery.embeddings(ENCODER)
+    expected = _mean_colour(crops)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(stored.embeddings, expected, atol=1e-6)
+    assert gallery.reembed(_mean_colour, ENCODER) == 0
+
+
+def test_reembed_with_a_broken_embed_function_changes_nothing(gallery: Gallery, db_path: Path):
+    gallery.enroll("Ada", *make_samples(2), OTHER_ENCODER)
+    before = snapshot(db_path)
+    with pytest.raises(GalleryError, match="expected 2 embeddings"):
+        gallery.reembed(lambda crops: np.ones((1, 3), np.float32), ENCODER)
+    assert snapshot(db_path) == before
+
+
+# -- names and input validation --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "   ", "a" * 65, "line\nbreak", "tab\tname", "nul\x00", "zero\u200bwidth", "bidi\u202eoverride", "\x1b[31mred"],
+)
+def test_invalid_names_are_rejected(gallery: Gallery, name: str):
+    with pytest.raises(InvalidNameError):
+        validate_name(name)
+    with pytest.raises(InvalidNameError):
+        gallery.enroll(name, *make_samples(1), ENCODER)
+    assert gallery.list_people() == []
+
+
+def test_valid_names_are_stripped_and_normalised():
+    assert validate_name("  José Müller\t") == "José Müller"
+    assert validate_name("Jose\u0301") == "Jos\u00e9"  # decomposed accent -> composed (NFC)
+    assert validate_name("x" * 64) == "x" * 64
+
+
+@pytest.mark.parametrize(
+    "embeddings, crops, message",
+    [
+        (np.ones((2, DIM), np.float32), np.zeros((1, 256, 256, 3), np.uint8), "2 embeddings but 1 crops"),
+        (np.ones((1, DIM), np.float32), np.zeros((1, 128, 128, 3), np.uint8), "crops must be"),
+        (np.ones((1, DIM), np.float32), np.zeros((1, 256, 256, 3), np.float32), "crops must be"),
+        (np.full((1, DIM), np.nan, np.float32), np.zeros((1, 256, 256, 3), np.uint8), "NaN"),
+        (np.zeros((1, DIM), np.float32), np.zeros((1, 256, 256, 3), np.uint8), "zero length"),
+        (np.ones((1, DIM), np.int32), np.zeros((1, 256, 256, 3), np.uint8), "floating point"),
+        (np.ones(DIM, np.float32), np.zeros((1, 256, 256, 3), np.uint8), r"\(N, D\)"),
+        (np.ones((1, DIM + 1), np.float32), np.zeros((1, 256, 256, 3), np.uint8), "dimensional"),
+    ],
+)
+def test_bad_samples_are_rejected_and_leave_the_gallery_unchanged(gallery, db_path, embeddings, crops, message):
+    gallery.enroll("Ada", *make_samples(1), ENCODER)
+    before = snapshot(db_path)
+    with pytest.raises(GalleryError, match=message):
+        gallery.enroll("Bob", embeddings, crops, ENCODER)
+    assert snapshot(db_path) == before
+
+
+# -- atomicity -------------------------------------------------------------------------------
+
+
+def _fail_on_second_crop(replacement):
+    """An ``_encode_crop`` stand-in that encodes one crop, then calls ``replacement``."""
+    real_encode, calls = gallery_module._encode_crop, []
+
+    def encode(crop):
+        calls.append(1)
+        if len(calls) >= 2:
+            replacement()
+        return real_encode(crop)
+
+    return encode
+
+
+def test_enrollment_failing_half_way_leaves_the_gallery_as_before(gallery, db_path, monkeypatch):
+    gallery.enroll("Ada", *make_samples(2), ENCODER)
+    before = snapshot(db_path)
+
+    def fail():
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(gallery_module, "_encode_crop", _fail_on_second_crop(fail))
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        gallery.enroll("Bob", *make_samples(3), ENCODER)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        gallery.enroll("Ada", *make_samples(3), ENCODER)
+    assert snapshot(db_path) == before
+    monkeypatch.undo()
+    gallery.enroll("Bob", *make_samples(1), ENCODER)  # the failed transactions released the lock
+
+
+def _enroll_then_die(path: Path) -> None:
+    gallery_module._encode_crop = _fail_on_second_crop(lambda: os._exit(3))
+    Gallery(path).enroll("Bob", *make_samples(3), ENCODER)
+
+
+def test_process_killed_during_enrollment_leaves_the_gallery_as_before(gallery, db_path):
+    gallery.enroll("Ada", *make_samples(2), ENCODER)
+    before = snapshot(db_path)
+    child = FORK.Process(target=_enroll_then_die, args=(db_path,))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 3
+    assert snapshot(db_path) == before
+    gallery.enroll("Bob", *make_samples(1), ENCODER)
+    assert [person.name for person in gallery.list_people()] == ["Ada", "Bob"]
+
+
+# -- concurrency -----------------------------------------------------------------------------
+
+
+def _enroll_many(path: Path, worker: int, count: int) -> None:
+    with Gallery(path) as opened:
+        for index in range(count):
+            opened.enroll(f"worker {worker}", *make_samples(1, seed=worker * 100 + index), ENCODER)
+
+
+def test_revision_grows_with_writes_from_another_process(gallery, db_path):
+    start = gallery.revision()
+    assert gallery.revision() == start  # reads do not count
+    child = FORK.Process(target=_enroll_many, args=(db_path, 0, 2))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert gallery.revision() == start + 2
+    gallery.rename("worker 0", "renamed")
+    assert gallery.revision() == start + 3
+
+
+def test_concurrent_writers_in_processes_and_threads_lose_nothing(gallery, db_path):
+    per_worker = 4
+    start_revision = gallery.revision()
+    processes = [FORK.Process(target=_enroll_many, args=(db_path, worker, per_worker)) for worker in range(3)]
+    for process in processes:
+        process.start()
+    # Threads share one Gallery object (one connection per thread).
+    threads = [threading.Thread(target=_enroll_thread, args=(gallery, worker, per_worker)) for worker in range(3, 6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for process in processes:
+        process.join(60)
+    assert [process.exitcode for process in processes] == [0, 0, 0]
+    people = gallery.list_people()
+    assert sorted(person.name for person in people) == [f"worker {worker}" for worker in range(6)]
+    assert all(person.num_samples == per_worker for person in people)
+    assert len(gallery.embeddings(ENCODER)) == 6 * per_worker
+    assert gallery.revision() == start_revision + 6 * per_worker
+
+
+def _enroll_thread(opened: Gallery, worker: int, count: int) -> None:
+    for index in range(count):
+        opened.enroll(f"worker {worker}", *make_samples(1, seed=worker * 100 + index), ENCODER)
+
+
+# -- opening files ---------------------------------------------------------------------------
+
+
+def _assert_reads_work_and_writes_fail(path: Path, **options) -> None:
+    digest = file_digest(path)
+    with Gallery(path, **options) as read_only:
+        assert read_only.read_only
+        assert [person.name for person in read_only.list_people()] == ["Ada"]
+        assert len(read_only.embeddings(ENCODER)) == 2 and read_only.revision() >= 1
+        for write in (
+            lambda: read_only.enroll("Bob", *make_samples(1), ENCODER),
+            lambda: read_only.rename("Ada", "Eve"),
+            lambda: read_only.forget("Ada"),
+            lambda: read_only.reembed(_mean_colour, OTHER_ENCODER),
+        ):
+            with pytest.raises(GalleryError, match="read-only"):
+                write()
+    assert file_digest(path) == digest
+
+
+def test_read_only_flag_allows_reads_and_refuses_writes(db_path):
+    with Gallery(db_path) as writable:
+        writable.enroll("Ada", *make_samples(2), ENCODER)
+    _assert_reads_work_and_writes_fail(db_path, read_only=True)
+
+
+def test_unwritable_file_opens_read_only(db_path, monkeypatch):
+    with Gallery(db_path) as writable:
+        writable.enroll("Ada", *make_samples(2), ENCODER)
+    monkeypatch.setattr(gallery_module, "_writable", lambda path: False)
+    _assert_reads_work_and_writes_fail(db_path)
+
+
+def _permissions_enforced(tmp_path: Path) -> bool:
+    """False for root with CAP_DAC_OVERRIDE, who can write into a read-only directory anyway."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    probe.chmod(0o555)
+    try:
+        (probe / "file").touch()
+        return False
+    except PermissionError:
+        return True
+    finally:
+        probe.chmod(0o755)
+
+
+def test_gallery_in_a_read_only_directory_can_be_read(db_path, tmp_path):
+    if not _permissions_enforced(tmp_path):
+        pytest.skip("file permissions are not enforced for this user (root)")
+    with Gallery(db_path) as writable:
+        writable.enroll("Ada", *make_samples(2), ENCODER)
+    db_path.chmod(0o444)
+    db_path.parent.chmod(0o555)
+    try:
+        _assert_reads_work_and_writes_fail(db_path)
+    finally:
+        db_path.parent.chmod(0o755)
+
+
+def test_corrupt_file_is_a_clear_error(tmp_path: Path):
+    path = tmp_path / "gallery.db"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 8192, dtype=np.uint8).tobytes())
+    with pytest.raises(GalleryError, match="not a face gallery"):
+        Gallery(path)
+
+
+def test_another_sqlite_database_is_not_a_gallery(tmp_path: Path):
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE things (id INTEGER)")
+    conn.close()
+    with pytest.raises(GalleryError, match="not a face gallery"):
+        Gallery(path)
+
+
+def test_gallery_from_a_newer_version_is_refused(db_path: Path):
+    Gallery(db_path).close()
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(f"PRAGMA user_version = {gallery_module.SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(GalleryError, match="newer"):
+        Gallery(db_path)
+
+
+def test_missing_directory_without_create_is_an_error(tmp_path: Path):
+    with pytest.raises(GalleryError, match="no gallery at"):
+        Gallery(tmp_path / "missing" / "gallery.db", create=False)
+    assert not (tmp_path / "missing").exists()
+    with pytest.raises(GalleryError, match="no gallery at"):
+        Gallery(tmp_path / "gallery.db", read_only=True)
+
+
+def test_create_makes_the_directory_and_reopening_keeps_the_data(db_path: Path):
+    with Gallery(db_path) as created:
+        created.enroll("Ada", *make_samples(1), ENCODER)
+    with Gallery(db_path, create=False) as reopened:
+        assert [person.name for person in reopened.list_people()] == ["Ada"]
+
+
+def test_closed_gallery_cannot_be_used(db_path: Path):
+    opened = Gallery(db_path)
+    opened.close()
+    with pytest.raises(GalleryError, match="closed"):
+        opened.list_people()
+
+
+def test_default_path_follows_the_environment(monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("FACE_RECOGNITION_GALLERY", str(tmp_path / "mine.db"))
+    assert default_gallery_path() == tmp_path / "mine.db"
+    monkeypatch.delenv("FACE_RECOGNITION_GALLERY")
+    assert default_gallery_path().name == "gallery.db"
+    assert "face_recognition_ros" in str(default_gallery_path())
