@@ -12,7 +12,7 @@ import numpy as np
 from .alignment import STORAGE_TEMPLATE, align_faces
 from .encoders import FaceEncoder, create_encoder
 from .errors import NoFaceError
-from .gallery import EnrollResult, Gallery, GalleryEmbeddings, default_gallery_path, validate_name
+from .gallery import Gallery, GalleryEmbeddings, default_gallery_path, validate_name
 from .matching import Matcher
 from .types import Detections, FaceResult, FrameResult, Match
 
@@ -35,7 +35,7 @@ class PipelineConfig:
     detector_max_size: int | None = 640  # longer frame side is downscaled to this for detection
     max_faces: int | None = 10
     match_threshold: float | None = None  # None: the encoder's LFW-calibrated default
-    match_margin: float = 0.05
+    match_margin: float | None = None  # None: the encoder's calibrated default
     knn: int = 3
     gallery_path: str | None = None  # None: default_gallery_path()
     auto_reembed: bool = True  # re-embed stored crops when the gallery was built by another encoder
@@ -53,6 +53,16 @@ class FaceBatch:
 
     def __len__(self) -> int:
         return len(self.detections)
+
+
+@dataclass
+class EnrollResult:
+    """What an enrollment stored."""
+
+    person_id: int
+    samples_added: int
+    created: bool  # a new person (else samples were added to the existing one)
+    skipped: list[str] = field(default_factory=list)  # inputs not used, with the reason
 
 
 def _largest_face_index(detections: Detections) -> int:
@@ -93,7 +103,8 @@ class RecognitionPipeline:
         self.detector = detector
         self.backend = self._attach_backends()
         threshold = cfg.match_threshold if cfg.match_threshold is not None else encoder.default_threshold
-        self.matcher = Matcher(threshold=threshold, margin=cfg.match_margin, k=cfg.knn)
+        margin = cfg.match_margin if cfg.match_margin is not None else encoder.default_margin
+        self.matcher = Matcher(threshold=threshold, margin=margin, k=cfg.knn)
         self.gallery = gallery if gallery is not None else Gallery(cfg.gallery_path or default_gallery_path())
         self._gallery_revision: int | None = None
         self._gallery_embeddings: GalleryEmbeddings | None = None
@@ -220,6 +231,6 @@ class RecognitionPipeline:
 
     def enroll_batch(self, name: str, storage_crops: np.ndarray, embeddings: np.ndarray) -> EnrollResult:
         """Store already computed samples (e.g. live enrollment) under ``name``."""
-        result = self.gallery.enroll(name, embeddings, storage_crops, self.encoder.identity)
+        stored = self.gallery.enroll(name, embeddings, storage_crops, self.encoder.identity)
         self.refresh_gallery()
-        return result
+        return EnrollResult(stored.person_id, stored.samples_added, stored.created)

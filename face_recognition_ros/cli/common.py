@@ -27,7 +27,8 @@ def add_model_options(parser: argparse.ArgumentParser, gallery: bool = True) -> 
     group.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     group.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
     group.add_argument("--threshold", type=float, help="match threshold (default: the encoder's calibrated one)")
-    group.add_argument("--margin", type=float, default=0.05, help="required lead over the second-best person")
+    group.add_argument("--margin", type=float,
+                       help="required lead over the second-best person (default: the encoder's calibrated one)")
     group.add_argument("--min-face-size", type=int, default=20, help="smallest face side in pixels")
     group.add_argument("--detector-max-size", type=int, default=640,
                        help="frames with a longer side are downscaled to this for detection (0: never)")
@@ -46,6 +47,9 @@ def open_gallery(args: argparse.Namespace, create: bool):
     from ..gallery import Gallery
 
     path = gallery_path(args)
+    if args.gallery and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        # An explicit path into a missing folder is most likely a typo: don't invent the folder.
+        raise GalleryError(f"{os.path.dirname(os.path.abspath(path))}: folder does not exist")
     if not create and not os.path.exists(path):
         raise GalleryError(f"{path}: no gallery there yet (enroll someone first, or pass --gallery)")
     return Gallery(path, create=create)

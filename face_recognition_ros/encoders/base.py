@@ -39,6 +39,8 @@ class FaceEncoder(ABC):
     name: str = ""
     #: cosine-similarity threshold for "same person", calibrated on LFW (see README)
     default_threshold: float = 0.5
+    #: required lead of the best person over the second best, in the same similarity units
+    default_margin: float = 0.05
 
     def __init__(self) -> None:
         self._runner = None  # set by backends.attach_backend; None means plain torch on self.device

@@ -1,0 +1,223 @@
+"""The ``face-recognition-ros`` command: real runs, and every kind of bad input named in the issue."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from face_recognition_ros.cli.main import EXIT_ERROR, main
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def digest(path: Path) -> str:
+    """Hash of the gallery's whole content (WAL checkpoints change the file bytes, not the data)."""
+    if not path.exists():
+        return "absent"
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return hashlib.sha256("\n".join(connection.iterdump()).encode()).hexdigest()
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def gallery(tmp_path: Path) -> Path:
+    return tmp_path / "gallery.db"
+
+
+@pytest.fixture
+def enrolled(capsys, gallery: Path, media_dir: Path) -> Path:
+    code, _, err = run(capsys, "enroll", "obama", media_dir / "obama.jpg", media_dir / "obama2.jpg", "--gallery", gallery)
+    assert code == 0, err
+    return gallery
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def write_image(path: Path, image: np.ndarray) -> Path:
+    assert cv2.imwrite(str(path), image)
+    return path
+
+
+def test_help_is_available_for_every_command(capsys):
+    for argv in (["--help"], ["enroll", "--help"], ["gallery", "list", "--help"], ["recognize", "--help"],
+                 ["eval", "lfw", "--help"], ["eval", "identify", "--help"], ["bench", "--help"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 0
+        assert "usage:" in capsys.readouterr().out
+
+
+def test_enroll_then_list_reports_the_person_with_samples(capsys, enrolled):
+    code, out, _ = run(capsys, "gallery", "list", "--gallery", enrolled, "--json")
+    assert code == 0
+    people = json.loads(out)["people"]
+    assert [(p["name"], p["samples"]) for p in people] == [("obama", 2)]
+
+
+def test_recognize_json_has_the_documented_fields(capsys, enrolled, media_dir):
+    code, out, _ = run(capsys, "recognize", media_dir / "knn_examples" / "test" / "obama1.jpg",
+                       "--gallery", enrolled, "--json")
+    assert code == 0
+    record = json.loads(out)
+    assert record["frame"] is None and record["source"].endswith("obama1.jpg")
+    (face,) = record["faces"]
+    assert set(face) >= {"box", "landmarks", "score", "name", "person_id", "is_known", "similarity", "margin"}
+    assert face["name"] == "obama" and face["is_known"] is True
+    assert len(face["box"]) == 4 and len(face["landmarks"]) == 5
+
+
+def test_recognize_annotate_writes_an_image_of_the_same_size(capsys, enrolled, media_dir, tmp_path):
+    out_path = tmp_path / "annotated.png"
+    code, _, _ = run(capsys, "recognize", media_dir / "two_people.jpg", "--gallery", enrolled,
+                     "--annotate", out_path)
+    assert code == 0
+    written = cv2.imread(str(out_path))
+    assert written.shape == cv2.imread(str(media_dir / "two_people.jpg")).shape
+
+
+def test_recognize_video_emits_one_json_object_per_frame(capsys, enrolled, media_dir):
+    code, out, _ = run(capsys, "recognize", media_dir / "short_hamilton_clip.mp4", "--gallery", enrolled,
+                       "--json", "--max-frames", "3")
+    assert code == 0
+    frames = [json.loads(line) for line in out.splitlines()]
+    assert [record["frame"] for record in frames] == [0, 1, 2]
+
+
+def test_rename_and_forget_change_the_gallery(capsys, enrolled):
+    assert run(capsys, "gallery", "rename", "obama", "Barack Obama", "--gallery", enrolled)[0] == 0
+    _, out, _ = run(capsys, "gallery", "list", "--gallery", enrolled, "--json")
+    assert [p["name"] for p in json.loads(out)["people"]] == ["Barack Obama"]
+    code, out, _ = run(capsys, "gallery", "forget", "Barack Obama", "--gallery", enrolled, "--json")
+    assert code == 0 and json.loads(out)["samples_removed"] == 2
+    _, out, _ = run(capsys, "gallery", "list", "--gallery", enrolled, "--json")
+    assert json.loads(out)["people"] == []
+
+
+# --- bad input: a one-line error, a non-zero exit, and the gallery unchanged -------------------
+
+
+@pytest.mark.parametrize(
+    "make_file, message",
+    [
+        (lambda p: write_bytes(p, b"\xff\xd8\xff\xe0 not really a jpeg"), "not a readable image"),
+        (lambda p: write_bytes(p, b""), "empty"),
+        (lambda p: write_image(p, np.zeros((1, 1, 3), np.uint8)), "too small"),
+    ],
+    ids=["corrupt", "zero-size", "one-pixel"],
+)
+def test_unusable_image_fails_enroll_cleanly_and_leaves_gallery_unchanged(capsys, enrolled, tmp_path, make_file, message):
+    bad = make_file(tmp_path / "bad.png")
+    before = digest(enrolled)
+    code, out, err = run(capsys, "enroll", "someone", bad, "--gallery", enrolled)
+    assert code == EXIT_ERROR
+    assert message in err and err.count("\n") == 1
+    assert digest(enrolled) == before
+
+
+def test_missing_file_is_a_clear_error(capsys, gallery, tmp_path):
+    code, _, err = run(capsys, "recognize", tmp_path / "nope.jpg", "--gallery", gallery)
+    assert code == EXIT_ERROR and "no such file" in err
+
+
+def test_photo_without_a_face_enrolls_nothing(capsys, enrolled, tmp_path):
+    blank = write_image(tmp_path / "wall.png", np.full((240, 320, 3), 128, np.uint8))
+    before = digest(enrolled)
+    code, _, err = run(capsys, "enroll", "wall", blank, "--gallery", enrolled)
+    assert code == EXIT_ERROR and "no face" in err
+    assert digest(enrolled) == before
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 65, "bad\nname", "tab\tname", "nul\x00name"],
+                         ids=["empty", "blank", "over-long", "newline", "tab", "nul"])
+def test_invalid_names_are_rejected_before_anything_is_written(capsys, enrolled, media_dir, name):
+    before = digest(enrolled)
+    code, _, err = run(capsys, "enroll", name, media_dir / "biden.jpg", "--gallery", enrolled)
+    assert code == EXIT_ERROR and err.startswith("error:") and err.count("\n") == 1
+    assert digest(enrolled) == before
+
+
+def test_odd_pixel_formats_are_recognised_not_rejected(capsys, enrolled, media_dir, tmp_path):
+    bgr = cv2.imread(str(media_dir / "knn_examples" / "test" / "obama1.jpg"))
+    variants = {
+        "gray.png": cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY),
+        "rgba.png": cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA),
+        "deep.png": bgr.astype(np.uint16) * 257,
+    }
+    for file_name, image in variants.items():
+        path = write_image(tmp_path / file_name, image)
+        code, out, err = run(capsys, "recognize", path, "--gallery", enrolled, "--json")
+        assert code == 0, err
+        assert [face["name"] for face in json.loads(out)["faces"]] == ["obama"], file_name
+
+
+def test_very_large_image_is_downscaled_for_detection(capsys, enrolled, media_dir, tmp_path):
+    face = cv2.imread(str(media_dir / "knn_examples" / "test" / "obama1.jpg"))
+    big = np.full((8000, 8000, 3), 90, np.uint8)
+    scaled = cv2.resize(face, None, fx=4, fy=4)
+    big[1000:1000 + scaled.shape[0], 1000:1000 + scaled.shape[1]] = scaled
+    path = write_image(tmp_path / "big.jpg", big)
+    code, out, err = run(capsys, "recognize", path, "--gallery", enrolled, "--json")
+    assert code == 0, err
+    assert [face["name"] for face in json.loads(out)["faces"]] == ["obama"]
+
+
+def test_listing_a_gallery_that_does_not_exist_is_an_error(capsys, tmp_path):
+    code, _, err = run(capsys, "gallery", "list", "--gallery", tmp_path / "missing" / "gallery.db")
+    assert code == EXIT_ERROR and "no gallery" in err
+
+
+def test_enrolling_into_a_missing_directory_is_an_error(capsys, media_dir, tmp_path):
+    target = tmp_path / "no-such-dir" / "gallery.db"
+    code, _, err = run(capsys, "enroll", "obama", media_dir / "obama.jpg", "--gallery", target)
+    assert code == EXIT_ERROR and "does not exist" in err
+    assert not target.parent.exists()
+
+
+def test_read_only_gallery_refuses_enrollment_and_stays_unchanged(capsys, enrolled, media_dir, monkeypatch):
+    # Root ignores file modes, so the gallery is made read-only the way a user's would be seen:
+    # through the writability probe the gallery uses.
+    import face_recognition_ros.gallery as gallery_module
+
+    monkeypatch.setattr(gallery_module, "_writable", lambda path: False)
+    before = digest(enrolled)
+    code, _, err = run(capsys, "enroll", "biden", media_dir / "biden.jpg", "--gallery", enrolled)
+    assert code == EXIT_ERROR and "read-only" in err
+    code, out, _ = run(capsys, "gallery", "list", "--gallery", enrolled, "--json")
+    assert code == 0 and [p["name"] for p in json.loads(out)["people"]] == ["obama"]
+    assert digest(enrolled) == before
+
+
+def test_bench_reports_every_stage_and_fps(capsys, media_dir):
+    code, out, err = run(capsys, "bench", "--image", media_dir / "two_people.jpg", "--width", 640, "--height", 480,
+                         "--repeat", 2, "--warmup", 1, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert set(report["stages_ms"]) == {"decode", "detect", "align", "embed", "match"}
+    assert report["faces"] == 2 and report["fps"] > 0
+
+
+def test_folder_input_reports_a_bad_file_and_goes_on(capsys, enrolled, media_dir, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(media_dir / "knn_examples" / "test" / "obama1.jpg", folder / "a.jpg")
+    (folder / "b.jpg").write_bytes(b"garbage")
+    code, out, err = run(capsys, "recognize", folder, "--gallery", enrolled, "--json")
+    assert code == 1
+    assert "b.jpg" in err
+    assert [json.loads(line)["faces"][0]["name"] for line in out.splitlines()] == ["obama"]
