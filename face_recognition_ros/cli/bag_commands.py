@@ -21,6 +21,8 @@ def add_parsers(subparsers) -> None:
     bag.add_argument("input", metavar="IN", help="input bag folder")
     bag.add_argument("--image-topic", required=True, metavar="TOPIC")
     bag.add_argument("--output", required=True, metavar="OUT", help="output bag folder (must not exist)")
+    bag.add_argument("--storage", choices=["mcap", "sqlite3"], help="output storage (default: the input's)")
+    bag.add_argument("--no-tracking", action="store_true", help="raw per-frame matches, no track identity vote")
     bag.add_argument("--json", action="store_true", help="also print one JSON object per image")
     add_model_options(bag)
     bag.set_defaults(func=run_bag)
@@ -51,7 +53,8 @@ def run_bag(args: argparse.Namespace) -> int:
     from ..bags import process_bag
 
     pipeline = pipeline_from_args(args)
-    summary = _summary_dict(process_bag(args.input, args.image_topic, args.output, pipeline, json_lines=args.json))
+    summary = _summary_dict(process_bag(args.input, args.image_topic, args.output, pipeline, json_lines=args.json,
+                                       storage=args.storage, track=not args.no_tracking))
     print(json.dumps(summary) if args.json else f"wrote {args.output}: {summary}",
           file=sys.stderr if args.json else sys.stdout)
     return 0
