@@ -25,10 +25,12 @@ class PipelineConfig:
 
     encoder: str = "dlib_resnet"
     encoder_weights: str | None = None  # another checkpoint for the same architecture
-    backend: str = "torch"  # torch | onnxruntime | tensorrt | auto (see backends.py)
+    backend: str = "auto"  # auto | torch | onnxruntime | tensorrt (fallback order: backends/attach.py)
     device: str = "cpu"  # cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32 | fp16 (GPU backends only)
-    engine_cache_dir: str | None = None  # exported ONNX models / TensorRT engines
+    engine_cache_dir: str | None = None  # exported ONNX models / TensorRT engines (default: user cache dir)
+    force_engine_update: bool = False  # rebuild cached ONNX models / TensorRT engines
+    threads: int | None = None  # CPU inference threads (None: one per core)
     detector_score_threshold: float = 0.8
     detector_nms_threshold: float = 0.4
     min_face_size: int = 20  # pixels, shorter box side in the source frame
@@ -113,28 +115,20 @@ class RecognitionPipeline:
     # -- set-up -------------------------------------------------------------------------------
 
     def _attach_backends(self) -> str:
-        cfg = self.config
-        if cfg.backend == "torch" and cfg.device == "cpu" and cfg.precision == "fp32":
-            return "torch"
+        """Run detector and encoder through the configured backend; returns the encoder's, e.g. "onnxruntime"."""
         from .backends import attach_backend
 
-        used = attach_backend(
-            self.encoder,
-            cfg.backend,
+        cfg = self.config
+        options = dict(
             device=cfg.device,
             precision=cfg.precision,
             cache_dir=Path(cfg.engine_cache_dir) if cfg.engine_cache_dir else None,
+            force_engine_update=cfg.force_engine_update,
             logger=LOGGER,
+            threads=cfg.threads,
         )
-        attach_backend(
-            self.detector,
-            cfg.backend,
-            device=cfg.device,
-            precision=cfg.precision,
-            cache_dir=Path(cfg.engine_cache_dir) if cfg.engine_cache_dir else None,
-            logger=LOGGER,
-        )
-        return used
+        self.detector_backend = attach_backend(self.detector, cfg.backend, **options)
+        return attach_backend(self.encoder, cfg.backend, **options)
 
     def refresh_gallery(self, force: bool = False) -> bool:
         """Reload gallery embeddings if the gallery changed (in any process); True when reloaded."""

@@ -24,17 +24,26 @@ def add_parser(subparsers) -> None:
         "would be), runs the whole pipeline REPEAT times after a warm-up and prints median milliseconds "
         "per stage and end-to-end frames per second.",
     )
-    parser.add_argument("--image", required=True, help="the frame (e.g. media/two_people.jpg)")
+    parser.add_argument("--image", help="the frame (e.g. media/two_people.jpg); or --frames")
     parser.add_argument("--width", type=int, help="resize the frame to this width (with --height)")
     parser.add_argument("--height", type=int, help="resize the frame to this height (with --width)")
     parser.add_argument("--repeat", type=int, default=20, help="timed repetitions (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed repetitions first")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     add_model_options(parser, gallery=False)
+    from ..evaluation.bench import add_frames_arguments
+
+    add_frames_arguments(parser)
     parser.set_defaults(func=run_bench)
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    if args.frames:
+        from ..evaluation.bench import run_frames_bench
+
+        return run_frames_bench(args)
+    if not args.image:
+        raise FaceRecognitionError("give --image PATH (one frame) or --frames (1/5/10-face frames, all backends)")
     if (args.width is None) != (args.height is None):
         raise FaceRecognitionError("--width and --height go together")
     if args.repeat < 1:
@@ -82,7 +91,7 @@ def run_bench(args: argparse.Namespace) -> int:
         "stages_ms": {stage: medians[stage] for stage in STAGES},
         "total_ms": medians["total"],
         "fps": round(1000.0 / medians["total"], 2),
-        "threads": int(__import__("torch").get_num_threads()),
+        "threads": args.threads,
     }
     if args.json:
         emit_json(report)

@@ -23,7 +23,9 @@ def add_model_options(parser: argparse.ArgumentParser, gallery: bool = True) -> 
     group = parser.add_argument_group("models")
     group.add_argument("--encoder", default="dlib_resnet", help="face encoder (dlib_resnet, efficientnet_b0)")
     group.add_argument("--encoder-weights", metavar="PATH", help="another checkpoint for the encoder")
-    group.add_argument("--backend", default="torch", help="torch | onnxruntime | tensorrt | auto")
+    group.add_argument("--backend", default="auto",
+                       help="auto | torch | onnxruntime | tensorrt (auto: tensorrt, torch CUDA, onnxruntime, torch CPU)")
+    group.add_argument("--threads", type=int, help="CPU inference threads (default: one per core)")
     group.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     group.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
     group.add_argument("--threshold", type=float, help="match threshold (default: the encoder's calibrated one)")
@@ -64,6 +66,7 @@ def pipeline_from_args(args: argparse.Namespace, gallery=None):
         backend=args.backend,
         device=args.device,
         precision=args.precision,
+        threads=args.threads,
         match_threshold=args.threshold,
         match_margin=args.margin,
         min_face_size=args.min_face_size,
