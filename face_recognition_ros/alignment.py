@@ -89,15 +89,43 @@ def align_faces(image: np.ndarray, landmarks: np.ndarray, template: AlignmentTem
     for i in range(count):
         # One warp per face is the vectorised limit: each face has its own matrix, and the transform
         # estimate above is done for all faces at once.
+        source, matrix = _antialiased_source(image, matrices[i], width, height)
         cv2.warpAffine(
-            image,
-            matrices[i],
+            source,
+            matrix,
             (width, height),
             dst=crops[i],
             flags=cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_REPLICATE,
         )
     return crops
+
+
+def _antialiased_source(image: np.ndarray, matrix: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pre-shrink the face region with area averaging when the warp would shrink it more than 2x.
+
+    Bilinear warping samples only 4 pixels per output pixel, so a large face squeezed into a small
+    template aliases (dlib's chip extraction uses an image pyramid for the same reason).
+    """
+    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+    if scale >= 0.5:
+        return image, matrix
+    inverse = cv2.invertAffineTransform(matrix)
+    corners = np.array([[0, 0], [width, 0], [0, height], [width, height]], np.float32)
+    footprint = transform_points(corners, inverse)
+    x0, y0 = np.maximum(np.floor(footprint.min(axis=0)) - 2, 0).astype(int)
+    x1, y1 = np.minimum(np.ceil(footprint.max(axis=0)) + 2, [image.shape[1], image.shape[0]]).astype(int)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return image, matrix
+    ratio = 2.0 * scale  # leaves a 2x shrink for the warp itself
+    region = image[y0:y1, x0:x1]
+    size = (max(1, round((x1 - x0) * ratio)), max(1, round((y1 - y0) * ratio)))
+    shrunk = cv2.resize(region, size, interpolation=cv2.INTER_AREA)
+    ratios = np.array([size[0] / (x1 - x0), size[1] / (y1 - y0)])
+    adjusted = np.empty_like(matrix)
+    adjusted[:, :2] = matrix[:, :2] / ratios
+    adjusted[:, 2] = matrix[:, :2] @ np.array([x0, y0], np.float64) + matrix[:, 2]
+    return shrunk, adjusted.astype(np.float32)
 
 
 def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
