@@ -1,0 +1,147 @@
+"""The ROS layer's pieces without a running node: message conversions and the parameter table."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import yaml
+
+from ros_env import REPO_ROOT, require_ros
+
+require_ros()
+
+from std_msgs.msg import Header  # noqa: E402
+
+from face_recognition_ros.ros.conversions import (  # noqa: E402
+    UNKNOWN_CLASS_ID,
+    image_msg_to_rgb,
+    rgb_to_image_msg,
+    to_detection_array,
+    to_identities,
+)
+from face_recognition_ros.ros.parameters import PARAMETERS  # noqa: E402
+from face_recognition_ros.types import FaceResult, FrameResult, Match  # noqa: E402
+
+
+@pytest.fixture()
+def frame_result() -> FrameResult:
+    landmarks = np.arange(10, dtype=np.float32).reshape(5, 2) + 100
+    return FrameResult(faces=[
+        FaceResult(np.array([10.5, 20.0, 110.5, 140.0], np.float32), landmarks, 0.99,
+                   Match(3, "Ada Lovelace", 0.93, 0.2), track_id=7),
+        FaceResult(np.array([200.0, 30.0, 260.0, 110.0], np.float32), landmarks + 100, 0.85,
+                   Match(None, None, 0.41, 0.01), track_id=8),
+    ], image_size=(320, 240))
+
+
+@pytest.fixture()
+def header() -> Header:
+    header = Header(frame_id="head_camera")
+    header.stamp.sec, header.stamp.nanosec = 1234, 5678
+    return header
+
+
+def test_identities_carry_header_boxes_landmarks_and_identity(frame_result, header):
+    message = to_identities(frame_result, header)
+    assert message.header == header
+    known, unknown = message.faces
+    assert (known.x_min, known.y_min, known.x_max, known.y_max) == (10.5, 20.0, 110.5, 140.0)
+    assert list(known.landmarks) == [float(v) for v in range(100, 110)]  # x0, y0, x1, y1, ...
+    assert (known.name, known.person_id, known.is_known, known.track_id) == ("Ada Lovelace", 3, True, 7)
+    assert known.similarity == pytest.approx(0.93) and known.margin == pytest.approx(0.2)
+    assert (unknown.name, unknown.person_id, unknown.is_known) == ("", -1, False)
+    assert unknown.detection_score == pytest.approx(0.85)
+
+
+def test_detections_speak_vision_msgs(frame_result, header):
+    message = to_detection_array(frame_result, header)
+    assert message.header == header
+    known, unknown = message.detections
+    assert known.header == header and known.id == "7"
+    assert (known.bbox.center.position.x, known.bbox.center.position.y) == (60.5, 80.0)
+    assert (known.bbox.size_x, known.bbox.size_y) == (100.0, 120.0)
+    assert known.results[0].hypothesis.class_id == "Ada Lovelace"
+    assert known.results[0].hypothesis.score == pytest.approx(0.93)
+    assert unknown.results[0].hypothesis.class_id == UNKNOWN_CLASS_ID
+    assert unknown.results[0].hypothesis.score == pytest.approx(0.41)
+
+
+def test_empty_frame_gives_empty_messages(header):
+    empty = FrameResult(faces=[])
+    assert to_identities(empty, header).faces == []
+    assert to_detection_array(empty, header).detections == []
+
+
+def test_debug_image_message_round_trips(header):
+    rgb = np.random.default_rng(3).integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    message = rgb_to_image_msg(rgb, header)
+    assert (message.encoding, message.width, message.height, message.step) == ("rgb8", 5, 7, 15)
+    assert message.header == header
+    np.testing.assert_array_equal(image_msg_to_rgb(message), rgb)
+
+
+def test_compressed_images_are_decoded_like_opencv(header):
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    rgb = np.zeros((24, 32, 3), np.uint8)
+    rgb[:, :16] = (200, 30, 10)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    message = CompressedImage(header=header, format="png")
+    message.data = png.tobytes()
+    np.testing.assert_array_equal(image_msg_to_rgb(message), rgb)
+
+
+def _parse_docs_table() -> dict[str, list[str]]:
+    text = (REPO_ROOT / "docs" / "ros_api.md").read_text(encoding="utf-8")
+    table = text[text.index("| name | type | default | range | run time | meaning |"):]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        if not line.startswith("| `"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[cells[0].strip("`")] = cells
+    return rows
+
+
+def _type_name(value) -> str:
+    return {bool: "bool", int: "int", float: "double", str: "string"}[type(value)]
+
+
+def test_config_file_holds_every_parameter_with_its_declared_default():
+    config = yaml.safe_load((REPO_ROOT / "config" / "recognizer.yaml").read_text(encoding="utf-8"))
+    values = config["/**"]["ros__parameters"]
+    assert set(values) == {spec.name for spec in PARAMETERS}
+    for spec in PARAMETERS:
+        assert values[spec.name] == spec.default, spec.name
+        assert type(values[spec.name]) is type(spec.default), f"{spec.name}: YAML type differs from the declaration"
+
+
+def test_docs_parameter_table_matches_the_declarations():
+    rows = _parse_docs_table()
+    assert list(rows) == [spec.name for spec in PARAMETERS]
+    for spec in PARAMETERS:
+        _, type_name, default, value_range, run_time, description = rows[spec.name]
+        assert type_name == _type_name(spec.default), spec.name
+        shown = default.strip("`")
+        expected = '""' if spec.default == "" else str(spec.default).lower() if isinstance(spec.default, bool) \
+            else str(spec.default)
+        assert shown == expected, spec.name
+        assert value_range == (f"[{spec.minimum}, {spec.maximum}]" if spec.minimum is not None else ""), spec.name
+        assert (run_time == "yes") == spec.dynamic, spec.name
+        assert re.sub(r"\s+", " ", description) == spec.description, spec.name
+
+
+def test_every_numeric_parameter_has_a_range_and_every_parameter_a_description():
+    for spec in PARAMETERS:
+        descriptor = spec.descriptor()
+        assert descriptor.description
+        if isinstance(spec.default, float):
+            assert descriptor.floating_point_range, spec.name
+            assert descriptor.floating_point_range[0].from_value <= spec.default <= descriptor.floating_point_range[0].to_value
+        elif isinstance(spec.default, int) and not isinstance(spec.default, bool):
+            assert descriptor.integer_range, spec.name
+            assert descriptor.integer_range[0].from_value <= spec.default <= descriptor.integer_range[0].to_value
