@@ -143,6 +143,11 @@ class RecognitionPipeline:
         self._gallery_revision = revision
         return True
 
+    @property
+    def gallery_revision(self) -> int | None:
+        """Gallery revision the current matches are based on (changes when the gallery is reloaded)."""
+        return self._gallery_revision
+
     def reembed_gallery(self, progress: bool = False) -> int:
         """Re-embed every stored sample made by another encoder; returns how many changed."""
         return self.gallery.reembed(self.embed_storage_crops, self.encoder.identity, progress=progress)

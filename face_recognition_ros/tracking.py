@@ -53,6 +53,15 @@ class FaceTracker:
         self._tracks: list[_Track] = []
         self._next_id = 0
 
+    def clear_votes(self) -> None:
+        """Drop every track's match history but keep the tracks and their ids.
+
+        Called when the answers themselves change (gallery edited, threshold changed): old votes
+        would otherwise hold the previous name for up to ``vote_window`` frames.
+        """
+        for track in self._tracks:
+            track.history.clear()
+
     def reset(self) -> None:
         """Forget every track (ids start again from 0), e.g. after a camera switch or gallery change."""
         self._tracks.clear()

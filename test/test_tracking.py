@@ -131,3 +131,16 @@ def test_mismatched_boxes_and_matches_are_rejected():
 def test_invalid_settings_are_rejected(kwargs):
     with pytest.raises(ValueError):
         FaceTracker(**kwargs)
+
+
+def test_clear_votes_lets_a_changed_answer_show_on_the_next_frame_with_the_same_track():
+    tracker = FaceTracker(vote_window=7)
+    box = np.array([[10, 10, 60, 60]], np.float32)
+    old = Match(person_id=1, name="ada", similarity=0.95, margin=0.2)
+    new = Match(person_id=None, name=None, similarity=0.4, margin=0.0)
+    for _ in range(5):
+        ids, _ = tracker.update(box, [old])
+    tracker.clear_votes()
+    new_ids, voted = tracker.update(box, [new])
+    assert new_ids == ids  # same track
+    assert voted[0].person_id is None

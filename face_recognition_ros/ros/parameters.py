@@ -53,8 +53,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     # -- recognition (changeable at run time) --------------------------------------------------
     ParamSpec("match_threshold", 0.0, "Minimum cosine similarity to accept a gallery match "
               "(0.0 = the encoder's calibrated threshold)", 0.0, 1.0, dynamic=True),
-    ParamSpec("match_margin", 0.05, "Minimum lead of the best person's similarity over the runner-up",
-              0.0, 1.0, dynamic=True),
+    ParamSpec("match_margin", -1.0, "Minimum lead of the best person's similarity over the runner-up "
+              "(-1.0 = the encoder's calibrated margin)", -1.0, 1.0, dynamic=True),
     ParamSpec("detector_score_threshold", 0.8, "Minimum face detector confidence", 0.05, 1.0, dynamic=True),
     ParamSpec("min_face_size", 20, "Smallest face to detect: shorter box side in pixels", 0, 4096, dynamic=True),
     ParamSpec("max_faces", 10, "Most faces recognised per frame (the largest ones)", 1, 100, dynamic=True),

@@ -70,7 +70,7 @@ class _Stats:
 
 
 class RecognizerNode(Node):
-    """Face recognition on a camera topic; see docs/ros_api.md for the interface."""
+    """Face recognition on a camera topic; see README.md, "ROS API", for the interface."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
@@ -78,6 +78,7 @@ class RecognizerNode(Node):
             self.declare_parameter(spec.name, spec.default, spec.descriptor())
         self._pipe = RecognitionPipeline(self._pipeline_config())
         self._default_threshold = float(self._pipe.encoder.default_threshold)
+        self._votes_stale = False
         self._apply_dynamic({name: self.get_parameter(name).value for name in BY_NAME if BY_NAME[name].dynamic})
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -133,6 +134,7 @@ class RecognizerNode(Node):
 
     def _pipeline_config(self) -> PipelineConfig:
         threshold = self._param("match_threshold")
+        margin = self._param("match_margin")
         return PipelineConfig(
             encoder=self._param("encoder"),
             encoder_weights=self._param("encoder_weights") or None,
@@ -145,17 +147,20 @@ class RecognizerNode(Node):
             detector_max_size=self._param("detector_max_size"),
             max_faces=self._param("max_faces"),
             match_threshold=threshold if threshold > 0.0 else None,
-            match_margin=self._param("match_margin"),
+            match_margin=margin if margin >= 0.0 else None,
             gallery_path=self._param("gallery_path") or None,
         )
 
     def _apply_dynamic(self, values: dict) -> None:
         """Push run-time parameters into the pipeline (the rest are read where they are used)."""
+        if "match_threshold" in values or "match_margin" in values:
+            self._votes_stale = True
         if "match_threshold" in values:
             threshold = float(values["match_threshold"])
             self._pipe.matcher.threshold = threshold if threshold > 0.0 else self._default_threshold
         if "match_margin" in values:
-            self._pipe.matcher.margin = float(values["match_margin"])
+            margin = float(values["match_margin"])
+            self._pipe.matcher.margin = margin if margin >= 0.0 else self._pipe.encoder.default_margin
         if "detector_score_threshold" in values:
             self._pipe.detector.score_threshold = float(values["detector_score_threshold"])
         if "min_face_size" in values:
@@ -231,8 +236,13 @@ class RecognizerNode(Node):
             return
         enrollment = self._enrollment
         with self._pipe_lock:
+            revision = self._pipe.gallery_revision
             batch = self._pipe.analyze(rgb, storage_crops=enrollment is not None)
             matches = self._pipe.match(batch.embeddings)
+            if self._pipe.gallery_revision != revision or self._votes_stale:
+                # New answers (gallery edited, threshold changed): old votes must not outvote them.
+                self._votes_stale = False
+                self._tracker.clear_votes()
         track_ids, voted = self._tracker.update(batch.detections.boxes, matches)
         result = FrameResult(
             faces=[

@@ -1,4 +1,4 @@
-"""The commands of docs/ros_api.md "Try it on ROS 2", run as written, in a fresh HOME.
+"""The commands of README.md "Try it on ROS 2", run as written, in a fresh HOME.
 
 The build block is also the issue's "colcon build exactly as the README tells a user" check; the
 terminal blocks run with timeouts in place of a person pressing Ctrl-C.
@@ -21,7 +21,7 @@ require_ros()
 
 from face_recognition_ros.data_paths import data_root  # noqa: E402
 
-DOCS = REPO_ROOT / "docs" / "ros_api.md"
+DOCS = REPO_ROOT / "README.md"
 INTERFACES = [
     "face_recognition_ros/msg/FaceIdentity",
     "face_recognition_ros/msg/FaceIdentities",

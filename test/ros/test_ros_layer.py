@@ -96,7 +96,7 @@ def test_compressed_images_are_decoded_like_opencv(header):
 
 
 def _parse_docs_table() -> dict[str, list[str]]:
-    text = (REPO_ROOT / "docs" / "ros_api.md").read_text(encoding="utf-8")
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     table = text[text.index("| name | type | default | range | run time | meaning |"):]
     rows = {}
     for line in table.splitlines()[2:]:
