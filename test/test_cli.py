@@ -178,8 +178,10 @@ def test_very_large_image_is_downscaled_for_detection(capsys, enrolled, media_di
 
 
 def test_listing_a_gallery_that_does_not_exist_is_an_error(capsys, tmp_path):
-    code, _, err = run(capsys, "gallery", "list", "--gallery", tmp_path / "missing" / "gallery.db")
+    code, _, err = run(capsys, "gallery", "list", "--gallery", tmp_path / "gallery.db")
     assert code == EXIT_ERROR and "no gallery" in err
+    code, _, err = run(capsys, "gallery", "list", "--gallery", tmp_path / "missing" / "gallery.db")
+    assert code == EXIT_ERROR and "does not exist" in err
 
 
 def test_enrolling_into_a_missing_directory_is_an_error(capsys, media_dir, tmp_path):

@@ -43,7 +43,9 @@ def test_enrolled_people_are_recognised_by_name(pipeline, media_dir, photo, expe
 
 
 def test_two_enrolled_people_in_one_photo_are_both_named(pipeline, media_dir):
-    assert sorted(_names(pipeline, media_dir / "knn_examples" / "test" / "obama_and_biden.jpg")) == ["biden", "obama"]
+    # The photo also holds a small face in the background, which must stay unknown.
+    names = _names(pipeline, media_dir / "knn_examples" / "test" / "obama_and_biden.jpg")
+    assert sorted(name for name in names if name) == ["biden", "obama"]
 
 
 def test_person_never_enrolled_is_reported_unknown_beside_a_known_one(pipeline, media_dir):
