@@ -1,0 +1,110 @@
+"""Training objectives: pytorch-metric-learning losses and miners, the pair classifier, distillation."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pytorch_metric_learning import losses, miners
+from torch import nn
+
+from .config import LossConfig
+
+
+class ClassificationLoss(nn.Module):
+    """Identity classifier on the embedding: linear + cross-entropy, or ArcFace (additive angular margin)."""
+
+    def __init__(self, config: LossConfig, embedding_dim: int, num_classes: int) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"classification needs at least 2 identities, got {num_classes}")
+        self.arcface = config.classifier == "arcface"
+        if self.arcface:
+            self.loss = losses.ArcFaceLoss(num_classes, embedding_dim, margin=config.arcface_margin_deg,
+                                           scale=config.arcface_scale)
+        else:
+            self.classifier = nn.Linear(embedding_dim, num_classes)
+            self.label_smoothing = config.label_smoothing
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.arcface:
+            return self.loss(embeddings, labels)
+        return F.cross_entropy(self.classifier(embeddings), labels, label_smoothing=self.label_smoothing)
+
+
+class MetricLoss(nn.Module):
+    """Contrastive (Hadsell et al. 2006) over all batch pairs, or triplet (FaceNet) with online mining."""
+
+    def __init__(self, kind: str, config: LossConfig) -> None:
+        super().__init__()
+        self.miner = None
+        if kind == "contrastive":
+            self.loss = losses.ContrastiveLoss(pos_margin=config.pos_margin, neg_margin=config.neg_margin)
+        elif kind == "triplet":
+            self.loss = losses.TripletMarginLoss(margin=config.margin)
+            if config.mining in ("semihard", "hard"):
+                self.miner = miners.TripletMarginMiner(margin=config.margin, type_of_triplets=config.mining)
+            elif config.mining == "batch_hard":
+                self.miner = miners.BatchHardMiner()
+        else:
+            raise ValueError(f"unknown metric loss {kind!r}")
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        tuples = self.miner(embeddings, labels) if self.miner is not None else None
+        return self.loss(embeddings, labels, tuples)
+
+
+class PairClassifierLoss(nn.Module):
+    """The seeds' Siamese head: |f(a) - f(b)| of unit embeddings -> small MLP -> same/different, BCE.
+
+    Pairs come from the batch: every same-identity pair and as many different-identity pairs.
+    """
+
+    def __init__(self, embedding_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.head = nn.Sequential(nn.Linear(embedding_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
+
+    def logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.head((F.normalize(a, dim=1) - F.normalize(b, dim=1)).abs()).squeeze(1)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        rows, cols = torch.triu_indices(labels.numel(), labels.numel(), 1, device=labels.device)
+        same = labels[rows] == labels[cols]
+        positives, negatives = torch.nonzero(same).squeeze(1), torch.nonzero(~same).squeeze(1)
+        count = min(positives.numel(), negatives.numel())
+        if count == 0:
+            return embeddings.sum() * 0.0
+        picked = negatives[torch.randperm(negatives.numel(), device=labels.device)[:count]]
+        chosen = torch.cat([positives[:count], picked])
+        targets = same[chosen].float()
+        return F.binary_cross_entropy_with_logits(self.logits(embeddings[rows[chosen]], embeddings[cols[chosen]]), targets)
+
+
+class DistillationLoss(nn.Module):
+    """Student embeddings follow a teacher's (dimensions may differ).
+
+    ``relational``: the student's batch cosine-similarity matrix matches the teacher's (MSE), which
+    transfers the teacher's notion of "how similar" without fixing the student's coordinates.
+    ``projection``: a linear map of the student embedding matches the teacher vector (cosine).
+    """
+
+    def __init__(self, method: str, embedding_dim: int, teacher_dim: int) -> None:
+        super().__init__()
+        self.method = method
+        self.projection = nn.Linear(embedding_dim, teacher_dim) if method == "projection" else None
+
+    def forward(self, embeddings: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        teacher = F.normalize(teacher.float(), dim=1)
+        if self.projection is not None:
+            return (1.0 - F.cosine_similarity(self.projection(embeddings), teacher, dim=1)).mean()
+        student = F.normalize(embeddings, dim=1)
+        return F.mse_loss(student @ student.T, teacher @ teacher.T)
+
+
+def build_label_loss(kind: str, config: LossConfig, embedding_dim: int, num_classes: int) -> nn.Module:
+    if kind == "classification":
+        return ClassificationLoss(config, embedding_dim, num_classes)
+    if kind in ("contrastive", "triplet"):
+        return MetricLoss(kind, config)
+    if kind == "pair_classifier":
+        return PairClassifierLoss(embedding_dim, config.pair_hidden)
+    raise ValueError(f"unknown loss kind {kind!r}")
