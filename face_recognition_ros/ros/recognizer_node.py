@@ -79,6 +79,7 @@ class RecognizerNode(Node):
         self._pipe = RecognitionPipeline(self._pipeline_config())
         self._default_threshold = float(self._pipe.encoder.default_threshold)
         self._votes_stale = False
+        self._votes_revision = self._pipe.gallery_revision
         self._apply_dynamic({name: self.get_parameter(name).value for name in BY_NAME if BY_NAME[name].dynamic})
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -236,11 +237,12 @@ class RecognizerNode(Node):
             return
         enrollment = self._enrollment
         with self._pipe_lock:
-            revision = self._pipe.gallery_revision
             batch = self._pipe.analyze(rgb, storage_crops=enrollment is not None)
             matches = self._pipe.match(batch.embeddings)
-            if self._pipe.gallery_revision != revision or self._votes_stale:
-                # New answers (gallery edited, threshold changed): old votes must not outvote them.
+            if self._pipe.gallery_revision != self._votes_revision or self._votes_stale:
+                # New answers (gallery edited here or elsewhere, threshold changed): votes cast
+                # under the old ones must not outvote them.
+                self._votes_revision = self._pipe.gallery_revision
                 self._votes_stale = False
                 self._tracker.clear_votes()
         track_ids, voted = self._tracker.update(batch.detections.boxes, matches)
