@@ -1,7 +1,7 @@
 """Inference backends for the detector and encoders: torch, ONNX Runtime and TensorRT (torch2trt).
 
 ``attach_backend(component, backend, device, ...)`` gives a component a runner; see
-docs/acceleration.md for the fallback order and the engine cache.
+README.md, "Acceleration" for the fallback order and the engine cache.
 """
 
 from .attach import BACKENDS, PRECISIONS, Step, attach_backend, default_cache_dir, fallback_chain

@@ -58,7 +58,7 @@ def fallback_chain(backend: str, device: str) -> list[Step]:
     """The steps tried, in order: tensorrt -> torch cuda -> onnxruntime -> torch cpu, from the request on.
 
     ``auto`` on a CPU device starts at onnxruntime (faster than torch on CPU, see
-    docs/acceleration.md); an explicit backend starts at its own step.
+    README.md, "Acceleration"); an explicit backend starts at its own step.
     """
     if backend not in BACKENDS:
         raise BackendOptionError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -146,7 +146,7 @@ def attach_backend(
     one of :func:`fallback_chain` is tried; with ``strict`` it raises BackendUnavailableError
     instead. ``threads`` sets ONNX Runtime's intra-op threads for this session, or torch's
     (process-wide) on CPU; default one per core. On a CPU shared with other busy processes one
-    thread can be many times faster than two (docs/acceleration.md).
+    thread can be many times faster than two (README.md, "Acceleration").
     The component's torch module may be moved to the device (and converted to fp16) in place.
 
     Returns:

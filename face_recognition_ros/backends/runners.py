@@ -54,7 +54,7 @@ class BatchedRunner:
 def prefers_channels_last(network: torch.nn.Module) -> bool:
     """Whether a CPU network runs faster in NHWC: true for depthwise (grouped) convolutions.
 
-    Measured on the 2-core CI CPU (docs/acceleration.md): RetinaFace's MobileNet (depthwise) ran
+    Measured on the 2-core CI CPU (README.md, "Acceleration"): RetinaFace's MobileNet (depthwise) ran
     about 3x faster with channels_last, dlib's ResNet (dense 3x3 convs) no faster.
     """
     return any(isinstance(m, torch.nn.Conv2d) and m.groups > 1 for m in network.modules())

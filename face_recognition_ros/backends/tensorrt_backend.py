@@ -2,7 +2,7 @@
 
 UNVERIFIED ON GPU: this workplace has no TensorRT, so this module follows torch2trt's documented API
 (``torch2trt(module, [inputs], fp16_mode=..., max_batch_size=...)``, ``TRTModule().load_state_dict``)
-without having run it. It stays small on purpose; docs/acceleration.md says how to verify it.
+without having run it. It stays small on purpose; README.md, "Acceleration" says how to verify it.
 """
 
 from __future__ import annotations
