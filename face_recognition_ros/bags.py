@@ -148,24 +148,7 @@ def _writer(path: str | Path, storage: str):
 def identities_message(typestore, header: Any, faces: list[FaceResult]):
     """A rosbags ``FaceIdentities`` with ``header``, field for field as the recognizer node fills it."""
     identity_cls = typestore.types[IDENTITY_TYPE]
-    identities = []
-    for face in faces:
-        match = face.match
-        x_min, y_min, x_max, y_max = (float(v) for v in face.box)
-        identities.append(identity_cls(
-            x_min=x_min,
-            y_min=y_min,
-            x_max=x_max,
-            y_max=y_max,
-            landmarks=np.asarray(face.landmarks, np.float32).reshape(10),
-            detection_score=float(face.score),
-            name=(match.name or "") if match.is_known else "",
-            person_id=int(match.person_id) if match.is_known else -1,
-            is_known=bool(match.is_known),
-            similarity=float(match.similarity),
-            margin=float(match.margin),
-            track_id=int(face.track_id),
-        ))
+    identities = [identity_cls(**face.identity_fields()) for face in faces]
     return typestore.types[IDENTITIES_TYPE](header=header, faces=identities)
 
 

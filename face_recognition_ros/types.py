@@ -60,6 +60,29 @@ class FaceResult:
     embedding: np.ndarray | None = None
     track_id: int = -1
 
+    def identity_fields(self) -> dict:
+        """Field values of the ``FaceIdentity`` message (msg/FaceIdentity.msg).
+
+        One mapping for the generated rclpy class and the rosbags class alike; unknown faces carry
+        an empty name and person id -1.
+        """
+        match = self.match
+        x_min, y_min, x_max, y_max = (float(v) for v in self.box)
+        return dict(
+            x_min=x_min,
+            y_min=y_min,
+            x_max=x_max,
+            y_max=y_max,
+            landmarks=np.asarray(self.landmarks, np.float32).reshape(10),
+            detection_score=float(self.score),
+            name=(match.name or "") if match.is_known else "",
+            person_id=int(match.person_id) if match.is_known else -1,
+            is_known=bool(match.is_known),
+            similarity=float(match.similarity),
+            margin=float(match.margin),
+            track_id=int(self.track_id),
+        )
+
     def to_json(self) -> dict:
         return {
             "box": [round(float(v), 1) for v in self.box],

@@ -11,7 +11,7 @@ import cv2
 
 from ..errors import FaceRecognitionError, ImageError
 from ..imageio import decode_image
-from .common import add_model_options, emit_json, pipeline_from_args
+from .common import add_model_options, emit_json
 
 STAGES = ("decode", "detect", "align", "embed", "match")
 

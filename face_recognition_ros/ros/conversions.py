@@ -38,22 +38,7 @@ def rgb_to_image_msg(rgb: np.ndarray, header: Header | None = None) -> Image:
 
 
 def face_to_identity(face: FaceResult) -> FaceIdentity:
-    x_min, y_min, x_max, y_max = (float(v) for v in face.box)
-    match = face.match
-    return FaceIdentity(
-        x_min=x_min,
-        y_min=y_min,
-        x_max=x_max,
-        y_max=y_max,
-        landmarks=np.asarray(face.landmarks, np.float32).reshape(10),
-        detection_score=float(face.score),
-        name=(match.name or "") if match.is_known else "",
-        person_id=int(match.person_id) if match.is_known else -1,
-        is_known=match.is_known,
-        similarity=float(match.similarity),
-        margin=float(match.margin),
-        track_id=int(face.track_id),
-    )
+    return FaceIdentity(**face.identity_fields())
 
 
 def to_identities(result: FrameResult, header: Header) -> FaceIdentities:

@@ -123,6 +123,14 @@ class RecognizerClient:
             time.sleep(0.02)
         raise AssertionError(f"no result for the frame stamped {sec}.{nanosec} within {timeout} s")
 
+    def wait_for_identities(self, sec: int, nanosec: int, timeout: float) -> FaceIdentities:
+        """The FaceIdentities stamped ``sec.nanosec``, once it has arrived."""
+        deadline = time.monotonic() + timeout
+        while (identities := self._find(self.identities, sec, nanosec)) is None:
+            assert time.monotonic() < deadline, f"no FaceIdentities stamped {sec}.{nanosec} within {timeout} s"
+            time.sleep(0.01)
+        return identities
+
     def find_debug_image(self, header) -> Image | None:
         return self._find(self.debug_images, header.stamp.sec, header.stamp.nanosec)
 
