@@ -56,6 +56,20 @@ class FaceBatch:
     def __len__(self) -> int:
         return len(self.detections)
 
+    def results(self, matches: list[Match], track_ids: list[int] | None = None) -> list[FaceResult]:
+        """One FaceResult per face, with its match (and track id when tracked)."""
+        return [
+            FaceResult(
+                box=self.detections.boxes[i],
+                landmarks=self.detections.landmarks[i],
+                score=float(self.detections.scores[i]),
+                match=matches[i],
+                embedding=self.embeddings[i],
+                track_id=-1 if track_ids is None else int(track_ids[i]),
+            )
+            for i in range(len(self))
+        ]
+
 
 @dataclass
 class EnrollResult:
@@ -190,16 +204,7 @@ class RecognitionPipeline:
         start = time.perf_counter()
         matches = self.match(batch.embeddings)
         batch.timings_ms["match"] = (time.perf_counter() - start) * 1000
-        faces = [
-            FaceResult(
-                box=batch.detections.boxes[i],
-                landmarks=batch.detections.landmarks[i],
-                score=float(batch.detections.scores[i]),
-                match=matches[i],
-                embedding=batch.embeddings[i],
-            )
-            for i in range(len(batch))
-        ]
+        faces = batch.results(matches)
         batch.timings_ms["total"] = (time.perf_counter() - total_start) * 1000
         return FrameResult(faces=faces, timings_ms=batch.timings_ms, image_size=(image.shape[1], image.shape[0]))
 

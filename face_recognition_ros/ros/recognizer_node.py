@@ -40,7 +40,7 @@ from face_recognition_ros.ros.parameters import BY_NAME, PARAMETERS
 from face_recognition_ros.ros.shutdown import ignore_further_interrupts
 from face_recognition_ros.srv import EnrollPerson, ForgetPerson, ListPersons
 from face_recognition_ros.tracking import FaceTracker
-from face_recognition_ros.types import FaceResult, FrameResult
+from face_recognition_ros.types import FrameResult
 
 NODE_NAME = "face_recognizer"
 RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -247,16 +247,7 @@ class RecognizerNode(Node):
                 self._tracker.clear_votes()
         track_ids, voted = self._tracker.update(batch.detections.boxes, matches)
         result = FrameResult(
-            faces=[
-                FaceResult(
-                    box=batch.detections.boxes[i],
-                    landmarks=batch.detections.landmarks[i],
-                    score=float(batch.detections.scores[i]),
-                    match=voted[i],
-                    track_id=int(track_ids[i]),
-                )
-                for i in range(len(batch))
-            ],
+            faces=batch.results(voted, track_ids),
             timings_ms=batch.timings_ms,
             image_size=(rgb.shape[1], rgb.shape[0]),
         )
