@@ -42,7 +42,7 @@ class FaceTracker:
     so one wrong frame does not flip a name.
     """
 
-    def __init__(self, iou_threshold: float = 0.3, max_missed: int = 5, vote_window: int = 7):
+    def __init__(self, iou_threshold: float = 0.3, max_missed: int = 5, vote_window: int = 5):
         if not 0.0 < iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
         if max_missed < 0 or vote_window < 1:
