@@ -97,6 +97,10 @@ def test_recognize_video_emits_one_json_object_per_frame(capsys, enrolled, media
     assert code == 0
     frames = [json.loads(line) for line in out.splitlines()]
     assert [record["frame"] for record in frames] == [0, 1, 2]
+    # faces are tracked across frames: the same people keep their track ids
+    first_ids = sorted(face["track_id"] for face in frames[0]["faces"])
+    assert first_ids and min(first_ids) >= 0
+    assert set(first_ids) & {face["track_id"] for face in frames[2]["faces"]}
 
 
 def test_rename_and_forget_change_the_gallery(capsys, enrolled):

@@ -31,6 +31,8 @@ def add_parser(subparsers) -> None:
                         help="write annotated output: an image file, a folder (for folder input) or a video file")
     parser.add_argument("--max-frames", type=int, help="stop after this many video/camera frames")
     parser.add_argument("--every", type=int, default=1, metavar="N", help="process every N-th video frame")
+    parser.add_argument("--no-tracking", action="store_true",
+                        help="video/camera: report each frame's own match instead of a track's identity vote")
     parser.add_argument("--json", action="store_true", help="one JSON object per image or frame")
     add_model_options(parser)
     parser.set_defaults(func=run_recognize)
@@ -117,6 +119,9 @@ def _run_video(args: argparse.Namespace, pipeline) -> int:
         raise ImageError(f"{source}: cannot open the video (unsupported or corrupt)")
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    from ..tracking import FaceTracker
+
+    tracker = None if args.no_tracking else FaceTracker()
     writer = None
     start = time.perf_counter()
     frames = 0
@@ -125,6 +130,12 @@ def _run_video(args: argparse.Namespace, pipeline) -> int:
                         desc="frames", unit="frame", file=sys.stderr, disable=None)
         for index, image in progress:
             result = pipeline.process(image)
+            if tracker is not None:
+                # As the ROS node does: stable track ids, and a name voted over recent frames.
+                track_ids, voted = tracker.update(np.array([f.box for f in result.faces]).reshape(-1, 4),
+                                                  [f.match for f in result.faces])
+                for face, track_id, match in zip(result.faces, track_ids, voted):
+                    face.track_id, face.match = track_id, match
             frames += 1
             _report(source, index, result, args.json)
             if args.annotate:
