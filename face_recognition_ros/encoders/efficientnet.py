@@ -256,7 +256,9 @@ class EfficientNetEncoder(FaceEncoder):
         size = int(self.config["input_size"])
         self._template = ARCFACE_112.scaled(size, size)
         self._preprocessing = Preprocessing(tuple(self.config["mean"]), tuple(self.config["std"]))
-        self.default_threshold = float(self.config["threshold"])
+        # The recognizer's default cut is the LFW-calibrated one, as for every encoder; checkpoints
+        # not yet evaluated on LFW fall back to the threshold calibrated on their validation pairs.
+        self.default_threshold = float(self.config.get("lfw_threshold", self.config["threshold"]))
         self._hash = file_sha256(path)
 
     @property
