@@ -80,12 +80,12 @@ def test_missing_default_weights_raise_instead_of_running_random_weights(tmp_pat
         EfficientNetEncoder()
 
 
-def test_shipped_weights_load_with_their_calibrated_threshold():
+def test_shipped_weights_load_with_their_lfw_calibrated_threshold():
     if not DEFAULT_WEIGHTS.is_file():
         pytest.skip(f"no shipped weights at {DEFAULT_WEIGHTS}")
     encoder = EfficientNetEncoder()
     assert -1.0 < encoder.default_threshold < 1.0
-    assert encoder.default_threshold == pytest.approx(encoder.config["threshold"])
+    assert encoder.default_threshold == pytest.approx(encoder.config["lfw_threshold"])
     width, height = encoder.template.size
     assert encoder.embed(random_faces(1, size=width)).shape == (1, encoder.embedding_size)
     assert DEFAULT_WEIGHTS.stat().st_size < 25 * 1024 * 1024
@@ -108,3 +108,14 @@ def test_checkpoint_of_another_shape_raises_model_error(network, tmp_path):
     torch.save(blob, path)
     with pytest.raises(ModelError, match="do not fit"):
         EfficientNetEncoder(weights=path)
+
+
+def test_checkpoint_without_lfw_calibration_uses_its_validation_threshold(tmp_path):
+    if not DEFAULT_WEIGHTS.is_file():
+        pytest.skip(f"no shipped weights at {DEFAULT_WEIGHTS}")
+    blob = torch.load(DEFAULT_WEIGHTS, map_location="cpu", weights_only=False)
+    del blob["config"]["lfw_threshold"]
+    path = tmp_path / "efficientnet_b0.pt"
+    torch.save(blob, path)
+    encoder = EfficientNetEncoder(weights=path)
+    assert encoder.default_threshold == pytest.approx(blob["config"]["threshold"])
