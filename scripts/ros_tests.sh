@@ -43,7 +43,11 @@ source "$WORKSPACE/install/setup.bash"
 set -u
 
 cd "$REPO"
+# The tests' `ros2` commands start a ROS 2 CLI daemon for this run's domain: stop it afterwards
+# rather than leave one behind per run.
+trap 'ros2 daemon stop >/dev/null 2>&1 || true' EXIT
 if [ $# -gt 0 ] && [ -e "$1" ]; then
-  exec python3 -m pytest "$@"  # test files or folders given
+  python3 -m pytest "$@"  # test files or folders given
+else
+  python3 -m pytest test/ros "$@"
 fi
-exec python3 -m pytest test/ros "$@"
