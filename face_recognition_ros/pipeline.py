@@ -81,11 +81,6 @@ class EnrollResult:
     skipped: list[str] = field(default_factory=list)  # inputs not used, with the reason
 
 
-def _largest_face_index(detections: Detections) -> int:
-    sizes = (detections.boxes[:, 2] - detections.boxes[:, 0]) * (detections.boxes[:, 3] - detections.boxes[:, 1])
-    return int(np.argmax(sizes))
-
-
 class RecognitionPipeline:
     """The whole recognition path, free of ROS; the CLI, the ROS node and the benchmarks share it."""
 
@@ -224,7 +219,7 @@ class RecognitionPipeline:
             if len(batch) == 0:
                 skipped.append(f"{source}: no face found")
                 continue
-            index = _largest_face_index(batch.detections)
+            index = batch.detections.largest_index()
             crops.append(batch.storage_crops[index])
             embeddings.append(batch.embeddings[index])
         if not embeddings:

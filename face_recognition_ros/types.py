@@ -30,6 +30,14 @@ class Detections:
             scores=np.zeros((0,), np.float32),
         )
 
+    def areas(self) -> np.ndarray:
+        """(N,) box areas in square pixels."""
+        return (self.boxes[:, 2] - self.boxes[:, 0]) * (self.boxes[:, 3] - self.boxes[:, 1])
+
+    def largest_index(self) -> int:
+        """Index of the largest face (the person closest to the camera); needs at least one face."""
+        return int(np.argmax(self.areas()))
+
     def select(self, index: np.ndarray) -> "Detections":
         """Subset (boolean mask or integer index), keeping array types."""
         return Detections(self.boxes[index], self.landmarks[index], self.scores[index])

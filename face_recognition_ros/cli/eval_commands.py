@@ -70,7 +70,7 @@ LFW_MEAN_LANDMARKS = np.array(
 def _central_face(detections: Detections, width: int, height: int) -> int:
     centres = (detections.boxes[:, :2] + detections.boxes[:, 2:]) / 2
     distance = np.linalg.norm(centres - np.array([width / 2, height / 2]), axis=1)
-    size = np.sqrt((detections.boxes[:, 2] - detections.boxes[:, 0]) * (detections.boxes[:, 3] - detections.boxes[:, 1]))
+    size = np.sqrt(detections.areas())
     # LFW's subject is the centred face; prefer it over larger faces near the border.
     return int(np.argmin(distance - 0.5 * size))
 
@@ -126,8 +126,7 @@ def run_identify(args: argparse.Namespace) -> int:
             return None
         if len(batch) == 0:
             return None
-        boxes = batch.detections.boxes
-        return batch.embeddings[int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))]
+        return batch.embeddings[batch.detections.largest_index()]
 
     result = evaluate_identification(
         embed_image, data, enroll_per_identity=args.enroll_per_identity, unknown_fraction=args.unknown_fraction,

@@ -152,8 +152,7 @@ def build_face_cache(
         if len(detections) == 0:
             cache.no_face.append(source)
             continue
-        boxes = detections.boxes
-        largest = int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
+        largest = detections.largest_index()
         landmarks = detections.landmarks[largest]
         crop = align_faces(image, landmarks[None], STORAGE_TEMPLATE)[0]
         crop_path = Path("crops") / Path(source).with_suffix(".jpg")
