@@ -215,7 +215,7 @@ def process_bag(
                         continue
                     result = pipeline.process(rgb)
                     if tracker is not None:
-                        _apply_tracking(tracker, result)
+                        tracker.apply(result.faces)
                     writer.write(connection, timestamp,
                                  typestore.serialize_cdr(identities_message(typestore, msg.header, result.faces),
                                                          IDENTITIES_TYPE))
@@ -232,13 +232,6 @@ def process_bag(
     summary.seconds = round(time.perf_counter() - started, 3)
     summary.images_per_second = round(summary.images / summary.seconds, 2) if summary.seconds > 0 else 0.0
     return summary
-
-
-def _apply_tracking(tracker: FaceTracker, result: FrameResult) -> None:
-    boxes = np.array([f.box for f in result.faces], np.float32).reshape(-1, 4)
-    track_ids, voted = tracker.update(boxes, [f.match for f in result.faces])
-    for face, track_id, match in zip(result.faces, track_ids, voted):
-        face.track_id, face.match = track_id, match
 
 
 def _write_json(out: TextIO, index: int, header: Any, result: FrameResult | None, error: str | None) -> None:

@@ -56,8 +56,8 @@ class FaceBatch:
     def __len__(self) -> int:
         return len(self.detections)
 
-    def results(self, matches: list[Match], track_ids: list[int] | None = None) -> list[FaceResult]:
-        """One FaceResult per face, with its match (and track id when tracked)."""
+    def results(self, matches: list[Match]) -> list[FaceResult]:
+        """One FaceResult per face, with its match (``FaceTracker.apply`` adds track ids)."""
         return [
             FaceResult(
                 box=self.detections.boxes[i],
@@ -65,7 +65,6 @@ class FaceBatch:
                 score=float(self.detections.scores[i]),
                 match=matches[i],
                 embedding=self.embeddings[i],
-                track_id=-1 if track_ids is None else int(track_ids[i]),
             )
             for i in range(len(self))
         ]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .types import Match
+from .types import FaceResult, Match
 
 
 @dataclass
@@ -70,6 +70,13 @@ class FaceTracker:
     @property
     def num_tracks(self) -> int:
         return len(self._tracks)
+
+    def apply(self, faces: list[FaceResult]) -> None:
+        """Track one frame's results in place: each face gets its track id and its track's voted match."""
+        boxes = np.array([face.box for face in faces], np.float32).reshape(-1, 4)
+        track_ids, voted = self.update(boxes, [face.match for face in faces])
+        for face, track_id, match in zip(faces, track_ids, voted):
+            face.track_id, face.match = track_id, match
 
     def update(self, boxes: np.ndarray, matches: list[Match]) -> tuple[list[int], list[Match]]:
         """Feed one frame's faces; returns each face's track id and voted match, in input order."""

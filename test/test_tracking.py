@@ -144,3 +144,23 @@ def test_clear_votes_lets_a_changed_answer_show_on_the_next_frame_with_the_same_
     new_ids, voted = tracker.update(box, [new])
     assert new_ids == ids  # same track
     assert voted[0].person_id is None
+
+
+def test_apply_gives_results_track_ids_and_voted_names_in_place():
+    from face_recognition_ros.types import FaceResult
+
+    tracker = FaceTracker(vote_window=3)
+    ada = Match(person_id=1, name="ada", similarity=0.95, margin=0.2)
+    unknown = Match(person_id=None, name=None, similarity=0.4, margin=0.0)
+
+    def frame(match: Match) -> list[FaceResult]:
+        return [FaceResult(box=np.array([10, 10, 60, 60], np.float32), landmarks=np.zeros((5, 2), np.float32),
+                           score=0.9, match=match)]
+
+    first = frame(ada)
+    tracker.apply(first)
+    tracker.apply(frame(ada))
+    glitch = frame(unknown)
+    tracker.apply(glitch)
+    assert first[0].track_id == glitch[0].track_id >= 0
+    assert glitch[0].match.name == "ada"  # one bad frame is outvoted

@@ -131,11 +131,7 @@ def _run_video(args: argparse.Namespace, pipeline) -> int:
         for index, image in progress:
             result = pipeline.process(image)
             if tracker is not None:
-                # As the ROS node does: stable track ids, and a name voted over recent frames.
-                track_ids, voted = tracker.update(np.array([f.box for f in result.faces]).reshape(-1, 4),
-                                                  [f.match for f in result.faces])
-                for face, track_id, match in zip(result.faces, track_ids, voted):
-                    face.track_id, face.match = track_id, match
+                tracker.apply(result.faces)  # as the ROS node does
             frames += 1
             _report(source, index, result, args.json)
             if args.annotate:

@@ -245,9 +245,10 @@ class RecognizerNode(Node):
                 self._votes_revision = self._pipe.gallery_revision
                 self._votes_stale = False
                 self._tracker.clear_votes()
-        track_ids, voted = self._tracker.update(batch.detections.boxes, matches)
+        faces = batch.results(matches)
+        self._tracker.apply(faces)
         result = FrameResult(
-            faces=batch.results(voted, track_ids),
+            faces=faces,
             timings_ms=batch.timings_ms,
             image_size=(rgb.shape[1], rgb.shape[0]),
         )
