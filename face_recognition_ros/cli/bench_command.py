@@ -11,7 +11,7 @@ import cv2
 
 from ..errors import FaceRecognitionError, ImageError
 from ..imageio import decode_image
-from .common import add_model_options, emit_json
+from .common import add_model_options, emit_json, scratch_pipeline
 
 STAGES = ("decode", "detect", "align", "embed", "match")
 
@@ -61,9 +61,7 @@ def run_bench(args: argparse.Namespace) -> int:
         ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
         data = encoded.tobytes()
 
-    from .eval_commands import _in_memory_pipeline
-
-    pipeline = _in_memory_pipeline(args)
+    pipeline = scratch_pipeline(args)
     samples: dict[str, list[float]] = {stage: [] for stage in (*STAGES, "total")}
     faces = 0
     for repetition in range(args.warmup + args.repeat):

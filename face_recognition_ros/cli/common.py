@@ -78,6 +78,19 @@ def pipeline_from_args(args: argparse.Namespace, gallery=None):
     return RecognitionPipeline(config, gallery=gallery)
 
 
+def scratch_pipeline(args: argparse.Namespace):
+    """A pipeline whose gallery is a throw-away file: evaluations and benchmarks never touch the user's."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from ..gallery import Gallery
+
+    folder = tempfile.mkdtemp(prefix="face-eval-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return pipeline_from_args(args, gallery=Gallery(os.path.join(folder, "gallery.db")))
+
+
 def emit_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
     sys.stdout.flush()

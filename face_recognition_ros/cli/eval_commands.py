@@ -12,7 +12,7 @@ from ..data_paths import data_root
 from ..errors import FaceRecognitionError, ImageError
 from ..imageio import load_image
 from ..types import Detections
-from .common import add_model_options, emit_json, pipeline_from_args
+from .common import add_model_options, emit_json, scratch_pipeline
 
 
 def add_parsers(subparsers) -> None:
@@ -47,19 +47,6 @@ def add_parsers(subparsers) -> None:
         sub.add_argument("--json", action="store_true", help="print the figures as one JSON object")
 
 
-def _in_memory_pipeline(args: argparse.Namespace):
-    """A pipeline whose gallery is a throw-away file: evaluations never touch the user's gallery."""
-    import atexit
-    import shutil
-    import tempfile
-
-    from ..gallery import Gallery
-
-    folder = tempfile.mkdtemp(prefix="face-eval-")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    return pipeline_from_args(args, gallery=Gallery(Path(folder) / "gallery.db"))
-
-
 # Median RetinaFace landmarks over 300 random LFW deep-funneled images (250x250, faces centred): the alignment
 # used when the detector finds no face, so that a miss costs accuracy gracefully instead of a pair.
 LFW_MEAN_LANDMARKS = np.array(
@@ -83,7 +70,7 @@ def run_lfw(args: argparse.Namespace) -> int:
         raise FaceRecognitionError(f"{lfw_dir}: LFW folder not found (pass --lfw-dir)")
     if not 1 <= args.folds <= 10:
         raise FaceRecognitionError("--folds must be between 1 and 10")
-    pipeline = _in_memory_pipeline(args)
+    pipeline = scratch_pipeline(args)
     failed = {"count": 0}
 
     def embed_image(path: Path) -> np.ndarray:
@@ -117,7 +104,7 @@ def run_identify(args: argparse.Namespace) -> int:
         raise FaceRecognitionError("--enroll-per-identity must be at least 1")
     if not 0.0 <= args.unknown_fraction < 1.0:
         raise FaceRecognitionError("--unknown-fraction must be in [0, 1)")
-    pipeline = _in_memory_pipeline(args)
+    pipeline = scratch_pipeline(args)
 
     def embed_image(path: Path) -> np.ndarray | None:
         try:
