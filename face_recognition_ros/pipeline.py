@@ -164,12 +164,10 @@ class RecognitionPipeline:
 
     def embed_storage_crops(self, storage_crops: np.ndarray) -> np.ndarray:
         """Embed gallery crops (STORAGE_TEMPLATE) by re-aligning them to the encoder's template."""
-        landmarks = np.broadcast_to(STORAGE_TEMPLATE.landmarks, (len(storage_crops), 5, 2))
-        return self._embed_aligned(storage_crops, landmarks)
-
-    def _embed_aligned(self, images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        crops = np.stack([align_faces(img, lm[None], self.encoder.template)[0] for img, lm in zip(images, landmarks)]) \
-            if len(images) else np.zeros((0, *self.encoder.template.size[::-1], 3), np.uint8)
+        width, height = self.encoder.template.size
+        crops = np.zeros((len(storage_crops), height, width, 3), np.uint8)
+        for crop, stored in zip(crops, storage_crops):
+            crop[:] = align_faces(stored, STORAGE_TEMPLATE.landmarks[None], self.encoder.template)[0]
         return self.encoder.embed(crops)
 
     def analyze(self, image: np.ndarray, storage_crops: bool = False) -> FaceBatch:
