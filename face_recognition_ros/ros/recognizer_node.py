@@ -55,6 +55,15 @@ class _PendingFrame:
     received: float  # time.monotonic() when the callback got it
 
 
+def _report_enrollment(response: EnrollPerson.Response, result, name: str, detail: str) -> None:
+    """Fill a successful EnrollPerson response; ``detail`` says where the samples came from."""
+    response.success = True
+    response.person_id = int(result.person_id)
+    response.samples_added = int(result.samples_added)
+    verb = "enrolled new person" if result.created else "added samples to"
+    response.message = f"{verb} {name!r} (id {result.person_id}){detail}"
+
+
 class _Stats:
     """Counters shared by the callback, the worker and the diagnostics timer."""
 
@@ -303,15 +312,9 @@ class RecognizerNode(Node):
                 raise type(error)(f"image {index + 1}: {error}") from None
         with self._pipe_lock:
             result = self._pipe.enroll_images(request.name, images)
-        skipped = result.skipped
-        response.success = True
-        response.person_id = int(result.person_id)
-        response.samples_added = int(result.samples_added)
-        response.message = (
-            f"{'enrolled new person' if result.created else 'added samples to'} {request.name.strip()!r} "
-            f"(id {result.person_id}): {result.samples_added} of {len(images)} images used"
-            + (f"; skipped {'; '.join(skipped)}" if skipped else "")
-        )
+        skipped = f"; skipped {'; '.join(result.skipped)}" if result.skipped else ""
+        _report_enrollment(response, result, request.name.strip(),
+                           f": {result.samples_added} of {len(images)} images used{skipped}")
 
     def _enroll_live(self, request: EnrollPerson.Request, response: EnrollPerson.Response) -> None:
         from face_recognition_ros.gallery import validate_name
@@ -350,13 +353,7 @@ class RecognizerNode(Node):
                 result = self._pipe.enroll_batch(name, crops, embeddings)
         finally:
             self._enrollment_lock.release()
-        response.success = True
-        response.person_id = int(result.person_id)
-        response.samples_added = int(result.samples_added)
-        response.message = (
-            f"{'enrolled new person' if result.created else 'added samples to'} {name!r} "
-            f"(id {result.person_id}) from {result.samples_added} live samples"
-        )
+        _report_enrollment(response, result, name, f" from {result.samples_added} live samples")
 
     def _on_forget(self, request: ForgetPerson.Request, response: ForgetPerson.Response) -> ForgetPerson.Response:
         response.person_id = -1
