@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..alignment import ARCFACE_112
 from ..data_paths import data_root
+from ..encoders.base import l2_normalize
 from .augment import augment_face
 from .config import AugmentConfig, DataConfig
 from .face_cache import CachedFace, DatasetError, FaceCache, build_face_cache, recrop
@@ -235,8 +236,7 @@ class FaceDataModule(L.LightningDataModule):
             teacher = teacher_embeddings(self.cache, train_faces, self.teacher_name)
             # Centred: dlib_resnet's raw vectors share a large common component (unrelated faces at
             # cosine ~0.88), which a similarity-matching student would otherwise have to copy.
-            teacher = teacher - teacher.mean(axis=0)
-            teacher /= np.linalg.norm(teacher, axis=1, keepdims=True)
+            teacher = l2_normalize(teacher - teacher.mean(axis=0))
         self.train = arrays_for(self.cache, train_faces, self.config.input_size, teacher)
         self.val = arrays_for(self.cache, val_faces, self.config.input_size)
         self.val_pairs = make_val_pairs(self.val.labels, self.config.val_pairs, self.seed)

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..data_paths import data_root
 from ..encoders import create_encoder
-from ..encoders.base import FaceEncoder
+from ..encoders.base import FaceEncoder, l2_normalize
 from ..evaluation.lfw import Pair, read_pairs, stratified_subfolds, ten_fold_verification
 from .face_cache import FaceCache, build_face_cache
 from .teacher import teacher_embeddings
@@ -63,17 +63,13 @@ def lfw_verification(encoder: FaceEncoder, cache: FaceCache, pairs: list[Pair], 
     return result
 
 
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-
 def identity_means(cache: FaceCache, vectors: np.ndarray) -> tuple[list[str], np.ndarray]:
     """Identities and the re-normalised mean of their (centred) embeddings."""
     identities = sorted({face.identity for face in cache.faces})
     row = {identity: i for i, identity in enumerate(identities)}
     sums = np.zeros((len(identities), vectors.shape[1]), np.float64)
     np.add.at(sums, [row[face.identity] for face in cache.faces], vectors)
-    return identities, _unit(sums).astype(np.float32)
+    return identities, l2_normalize(sums)
 
 
 def find_overlap(celeba: FaceCache, lfw: FaceCache, encoder: FaceEncoder,
@@ -82,8 +78,8 @@ def find_overlap(celeba: FaceCache, lfw: FaceCache, encoder: FaceEncoder,
     celeba_vectors = teacher_embeddings(celeba, celeba.faces, encoder.name, encoder=encoder)
     lfw_vectors = teacher_embeddings(lfw, lfw.faces, encoder.name, encoder=encoder)
     centre = np.concatenate([celeba_vectors, lfw_vectors]).mean(axis=0)
-    celeba_ids, celeba_means = identity_means(celeba, _unit(celeba_vectors - centre))
-    lfw_ids, lfw_means = identity_means(lfw, _unit(lfw_vectors - centre))
+    celeba_ids, celeba_means = identity_means(celeba, l2_normalize(celeba_vectors - centre))
+    lfw_ids, lfw_means = identity_means(lfw, l2_normalize(lfw_vectors - centre))
     similarity = celeba_means @ lfw_means.T
     best = similarity.argmax(axis=1)
     return sorted(
