@@ -274,14 +274,17 @@ class TestRecognizer(unittest.TestCase):
         self.assertGreater(int(after["frames_rejected"]), int(before["frames_rejected"]))
 
     def test_11_diagnostics_report_rate_latency_drops_and_backend(self):
-        # A burst faster than the node can process: the newest frame wins, the rest are dropped.
+        # A back-to-back burst of large frames, faster than any CPU can run detection on them: the
+        # newest frame wins and the rest are dropped. No sleeps, so a fast CI machine cannot keep up.
         rgb = _frame("test/kit_with_rose.jpg")
-        for _ in range(20):
-            self.client.camera.publish(_image(rgb, self.client))
-            time.sleep(0.02)
-        self.client.recognize(rgb, FRAME_TIMEOUT_S)
-        status = self.client.next_diagnostics()
-        values = _diagnostic_values(status)
+        large = np.ascontiguousarray(rgb.repeat(2, axis=0).repeat(2, axis=1))
+        for _ in range(3):  # best-effort transport may lose part of one burst; three cannot all fit
+            for msg in [_image(large, self.client) for _ in range(30)]:
+                self.client.camera.publish(msg)
+            self.client.recognize(rgb, FRAME_TIMEOUT_S)
+            values = _diagnostic_values(self.client.next_diagnostics())
+            if int(values["frames_dropped"]) > 0:
+                break
         self.assertIn(values["backend"], ("onnxruntime", "torch"))  # auto on a CPU
         self.assertGreater(float(values["processing_rate_hz"]), 0.0)
         self.assertGreater(float(values["latency_ms_p50"]), 0.0)
@@ -289,7 +292,6 @@ class TestRecognizer(unittest.TestCase):
         self.assertGreater(int(values["frames_dropped"]), 0)
         self.assertLessEqual(int(values["frames_processed"]) + int(values["frames_dropped"]),
                              int(values["frames_received"]))
-
 
     def test_12_debug_image_is_published_when_enabled(self):
         rgb = _frame("test/obama1.jpg")
