@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import cv2
@@ -14,6 +15,11 @@ class AlignmentTemplate:
 
     landmarks: np.ndarray  # (5, 2) float32, pixel coordinates in the output crop
     size: tuple[int, int]  # output (width, height)
+
+    def digest(self) -> str:
+        """Short hash of the geometry (landmarks to 0.001 px, size): changes whenever crops would."""
+        text = ",".join(f"{value:.3f}" for value in np.asarray(self.landmarks, np.float64).ravel())
+        return hashlib.sha256(f"{text};{self.size[0]}x{self.size[1]}".encode()).hexdigest()[:8]
 
     def scaled(self, width: int, height: int) -> "AlignmentTemplate":
         """The same template for another crop size."""

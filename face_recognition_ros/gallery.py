@@ -1,7 +1,7 @@
 """The persistent face gallery: people and their face samples in one SQLite file.
 
-Every sample keeps its embedding, the identity of the encoder that made it (``"name:weightshash"``)
-and the aligned face crop it was made from (256x256 RGB at ``alignment.STORAGE_TEMPLATE``, stored
+Every sample keeps its embedding, the identity of the encoder that made it
+(``FaceEncoder.identity``: name, weights hash, alignment geometry) and the aligned face crop it was made from (256x256 RGB at ``alignment.STORAGE_TEMPLATE``, stored
 as lossless PNG), so the gallery can be re-embedded exactly when the encoder changes.
 
 Several threads and processes may read and write one gallery at once: each thread gets its own
@@ -512,7 +512,7 @@ def _resolve(conn: sqlite3.Connection, person: int | str) -> tuple[int, str]:
 
 def _check_encoder(encoder: str) -> str:
     if not isinstance(encoder, str) or not encoder.strip():
-        raise GalleryError(f"the encoder identity must be a non-empty string like 'name:weightshash', got {encoder!r}")
+        raise GalleryError(f"the encoder identity must be a non-empty string like 'name:weightshash:geometry', got {encoder!r}")
     return encoder
 
 

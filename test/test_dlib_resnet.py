@@ -173,7 +173,7 @@ def test_encoder_describes_itself(encoder: DlibResNetEncoder, weights_path: Path
     assert encoder.template is DLIB_CHIP_150 and encoder.template.size == (150, 150)
     assert encoder.input_shape == (3, 150, 150)
     assert encoder.weights_hash == file_sha256(weights_path)
-    assert encoder.identity == f"dlib_resnet:{encoder.weights_hash}"
+    assert encoder.identity.startswith(f"dlib_resnet:{encoder.weights_hash}:")
 
 
 def test_embed_rejects_crops_of_the_wrong_size(encoder: DlibResNetEncoder):

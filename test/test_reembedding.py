@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from face_recognition_ros.alignment import AlignmentTemplate
 from face_recognition_ros.cli.main import main
 from face_recognition_ros.gallery import Gallery
 from face_recognition_ros.imageio import load_image
@@ -53,3 +54,32 @@ def test_reembed_command_reports_how_many_samples_changed(capsys, dlib_gallery):
     assert report["samples_reembedded"] == 3 and report["encoder"].startswith("efficientnet_b0:")
     code = main(["gallery", "reembed", "--encoder", "efficientnet_b0", "--gallery", str(dlib_gallery), "--json"])
     assert json.loads(capsys.readouterr().out)["samples_reembedded"] == 0
+
+
+def test_same_weights_with_a_moved_template_make_the_gallery_stale_and_are_re_embedded(dlib_gallery):
+    # A release that moves dlib_resnet's template (or changes its pre-processing) keeps the weights
+    # file: embeddings stored under the old geometry must not be trusted, so they are recomputed.
+    from face_recognition_ros.encoders import create_encoder
+
+    original = create_encoder("dlib_resnet")
+    moved = create_encoder("dlib_resnet")
+    shifted = moved.template.landmarks + np.float32([0.0, 3.0])
+    # template is a read-only property: give this one instance a subclass that moves it
+    moved.__class__ = type("ShiftedDlib", (type(moved),), {"template": AlignmentTemplate(shifted, original.template.size)})
+    assert moved.weights_hash == original.weights_hash and moved.identity != original.identity
+
+    gallery = Gallery(dlib_gallery)
+    assert gallery.stale_count(moved.identity) == 3
+    pipe = RecognitionPipeline(PipelineConfig(), gallery=gallery, encoder=moved)
+    assert gallery.stale_count(pipe.encoder.identity) == 0
+    assert pipe.gallery.embeddings(moved.identity).embeddings.shape == (3, 128)
+
+
+def test_bumping_an_encoders_revision_changes_its_identity():
+    from face_recognition_ros.encoders import create_encoder
+
+    encoder = create_encoder("efficientnet_b0")
+    before = encoder.identity
+    assert create_encoder("efficientnet_b0").identity == before  # stable across instances
+    encoder.revision = encoder.revision + 1
+    assert encoder.identity != before and encoder.identity.startswith(f"efficientnet_b0:{encoder.weights_hash}:")

@@ -41,6 +41,9 @@ class FaceEncoder(ABC):
     default_threshold: float = 0.5
     #: required lead of the best person over the second best, in the same similarity units
     default_margin: float = 0.05
+    #: bump whenever the same weights and template would give different embeddings (a change to
+    #: pre-processing or to the network code), so stored embeddings are recomputed, not trusted
+    revision: int = 1
 
     def __init__(self) -> None:
         self._runner = None  # set by backends.attach_backend; None means plain torch on self.device
@@ -78,8 +81,13 @@ class FaceEncoder(ABC):
 
     @property
     def identity(self) -> str:
-        """Encoder name plus weights hash: embeddings are comparable only within one identity."""
-        return f"{self.name}:{self.weights_hash}"
+        """``name:weights_hash:geometry``: embeddings are comparable only within one identity.
+
+        The last part hashes the alignment template and ``revision``: new weights, a moved
+        template or changed pre-processing each make a gallery (or any embedding cache) stale.
+        """
+        geometry = hashlib.sha256(f"{self.template.digest()};r{self.revision}".encode()).hexdigest()[:8]
+        return f"{self.name}:{self.weights_hash}:{geometry}"
 
     def embed(self, faces: np.ndarray) -> np.ndarray:
         """Embed a batch of aligned RGB crops.
