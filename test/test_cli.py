@@ -227,3 +227,71 @@ def test_folder_input_reports_a_bad_file_and_goes_on(capsys, enrolled, media_dir
     assert code == 1
     assert "b.jpg" in err
     assert [json.loads(line)["faces"][0]["name"] for line in out.splitlines()] == ["obama"]
+
+
+# ------------------------------------------------------------------ eval lfw --record-threshold
+
+TINY_LFW_PEOPLE = {
+    "Barack_Obama": ("obama/obama.jpg", "obama/obama2.jpg"),
+    "Joe_Biden": ("biden/biden.jpg", "biden/biden2.jpg"),
+    "Kit_Harington": ("kit_harington/john1.jpeg", "kit_harington/john2.jpeg"),
+    "Rose_Leslie": ("rose_leslie/img1.jpg", "rose_leslie/img2.jpg"),
+}
+
+
+@pytest.fixture
+def tiny_lfw(tmp_path: Path, media_dir: Path) -> Path:
+    """An LFW-layout folder with a 10-fold pairs.txt (one same and one different pair per fold)."""
+    root = tmp_path / "tiny_lfw"
+    for name, photos in TINY_LFW_PEOPLE.items():
+        (root / name).mkdir(parents=True)
+        for number, photo in enumerate(photos, start=1):
+            shutil.copy(media_dir / "knn_examples" / "train" / photo, root / name / f"{name}_{number:04d}.jpg")
+    names = list(TINY_LFW_PEOPLE)
+    lines = ["10 1"]
+    for fold in range(10):
+        first, second = names[fold % 4], names[(fold + 1) % 4]
+        lines += [f"{first} 1 2", f"{first} {1 + fold % 2} {second} {2 - fold % 2}"]
+    (root / "pairs.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture
+def effnet_copy(tmp_path: Path) -> Path:
+    from face_recognition_ros.encoders.efficientnet import DEFAULT_WEIGHTS
+
+    path = tmp_path / "model" / "efficientnet_b0.pt"
+    path.parent.mkdir()
+    shutil.copy(DEFAULT_WEIGHTS, path)
+    shutil.copy(DEFAULT_WEIGHTS.with_suffix(".json"), path.with_suffix(".json"))
+    return path
+
+
+def test_eval_lfw_records_the_mean_fold_threshold_as_the_checkpoints_default(capsys, tiny_lfw, effnet_copy):
+    from face_recognition_ros.encoders.efficientnet import EfficientNetEncoder
+
+    code, out, err = run(capsys, "eval", "lfw", "--lfw-dir", tiny_lfw, "--encoder", "efficientnet_b0",
+                         "--encoder-weights", effnet_copy, "--record-threshold", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["pairs"] == 20
+    recorded = result["recorded_threshold"]
+    assert recorded == pytest.approx(float(np.mean(result["thresholds"])), abs=1e-4)
+    assert EfficientNetEncoder(weights=effnet_copy).default_threshold == pytest.approx(recorded)
+    card = json.loads(effnet_copy.with_suffix(".json").read_text())
+    assert card["lfw_threshold"] == pytest.approx(recorded)
+    assert "per-fold thresholds" in card["metadata"]["lfw_calibration"]
+    assert not list(effnet_copy.parent.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--encoder", "dlib_resnet"], "--encoder efficientnet_b0"),
+    (["--encoder", "efficientnet_b0"], "--encoder-weights"),
+    (["--encoder", "efficientnet_b0", "--encoder-weights", "WEIGHTS", "--folds", "1"], "10 folds"),
+])
+def test_eval_lfw_refuses_to_record_a_threshold_it_cannot_or_should_not(capsys, tiny_lfw, effnet_copy, extra, message):
+    before = effnet_copy.read_bytes()
+    argv = [str(effnet_copy) if a == "WEIGHTS" else a for a in extra]
+    code, _, err = run(capsys, "eval", "lfw", "--lfw-dir", tiny_lfw, "--record-threshold", *argv)
+    assert code == EXIT_ERROR and message in err
+    assert effnet_copy.read_bytes() == before

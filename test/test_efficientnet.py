@@ -11,6 +11,7 @@ from face_recognition_ros.encoders.efficientnet import (
     DEFAULT_WEIGHTS,
     EfficientNetEmbedder,
     EfficientNetEncoder,
+    record_lfw_threshold,
     save_deploy_checkpoint,
 )
 from face_recognition_ros.errors import ModelError
@@ -119,3 +120,27 @@ def test_checkpoint_without_lfw_calibration_uses_its_validation_threshold(tmp_pa
     torch.save(blob, path)
     encoder = EfficientNetEncoder(weights=path)
     assert encoder.default_threshold == pytest.approx(blob["config"]["threshold"])
+
+
+def test_recorded_lfw_threshold_becomes_the_default_and_keeps_the_weights(network, tmp_path):
+    path = save_deploy_checkpoint(network.eval(), tmp_path / "b0.pt", threshold=0.42)
+    faces = random_faces(2)
+    before = EfficientNetEncoder(weights=path).embed(faces)
+    record_lfw_threshold(path, 0.31234, "a test calibration")
+    encoder = EfficientNetEncoder(weights=path)
+    assert encoder.default_threshold == pytest.approx(0.3123)
+    assert encoder.config["threshold"] == pytest.approx(0.42)  # the validation threshold stays on record
+    assert encoder.config["metadata"]["lfw_calibration"] == "a test calibration"
+    np.testing.assert_array_equal(encoder.embed(faces), before)
+
+
+def test_recording_a_threshold_refuses_bad_values_and_foreign_files_without_touching_them(network, tmp_path):
+    path = save_deploy_checkpoint(network.eval(), tmp_path / "b0.pt", threshold=0.42)
+    original = path.read_bytes()
+    with pytest.raises(ModelError, match=r"\[-1, 1\]"):
+        record_lfw_threshold(path, 1.5, "bad")
+    assert path.read_bytes() == original
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(ModelError, match="not an efficientnet_b0"):
+        record_lfw_threshold(foreign, 0.3, "bad")

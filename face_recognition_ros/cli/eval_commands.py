@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,9 @@ def add_parsers(subparsers) -> None:
     lfw.add_argument("--lfw-dir", help="LFW folder (default: $FACE_RECOGNITION_DATA/lfw or ../shared/data/lfw)")
     lfw.add_argument("--pairs", help="pairs file (default: LFW_DIR/pairs.txt)")
     lfw.add_argument("--folds", type=int, default=10, help="use only the first K folds (CI uses 1)")
+    lfw.add_argument("--record-threshold", action="store_true",
+                     help="write the mean of the ten per-fold thresholds into the efficientnet_b0 checkpoint "
+                     "given by --encoder-weights, as its default threshold (full 10-fold run only)")
     lfw.set_defaults(func=run_lfw)
 
     identify = commands.add_parser(
@@ -70,6 +74,8 @@ def run_lfw(args: argparse.Namespace) -> int:
         raise FaceRecognitionError(f"{lfw_dir}: LFW folder not found (pass --lfw-dir)")
     if not 1 <= args.folds <= 10:
         raise FaceRecognitionError("--folds must be between 1 and 10")
+    if args.record_threshold:
+        _check_threshold_recording(args)
     pipeline = scratch_pipeline(args)
     failed = {"count": 0}
 
@@ -90,8 +96,27 @@ def run_lfw(args: argparse.Namespace) -> int:
     result["failed_detections"] = failed["count"]
     result["encoder"] = pipeline.encoder.identity
     result["missing_face_policy"] = "aligned with LFW's mean face layout"
+    if args.record_threshold:
+        from ..encoders.efficientnet import record_lfw_threshold
+
+        threshold = float(np.mean(result["thresholds"]))
+        record_lfw_threshold(args.encoder_weights, threshold,
+                             "mean of the ten per-fold thresholds of `face-recognition-ros eval lfw` (LFW View 2, "
+                             f"{100 * result['accuracy']:.2f}% +- {100 * result['accuracy_std']:.2f})")
+        result["recorded_threshold"] = round(threshold, 4)
     _print_result(result, args.json)
     return 0
+
+
+def _check_threshold_recording(args: argparse.Namespace) -> None:
+    """Refuse before a long run whose threshold could not be recorded, or only on part of LFW."""
+    if args.encoder != "efficientnet_b0" or not args.encoder_weights:
+        raise FaceRecognitionError("--record-threshold needs --encoder efficientnet_b0 --encoder-weights PATH "
+                                   "(the checkpoint to write the threshold into)")
+    if args.folds != 10 or args.pairs:
+        raise FaceRecognitionError("--record-threshold needs the full official protocol (10 folds, LFW's own pairs.txt)")
+    if not os.access(args.encoder_weights, os.W_OK):
+        raise FaceRecognitionError(f"{args.encoder_weights}: not writable, cannot record the threshold there")
 
 
 def run_identify(args: argparse.Namespace) -> int:

@@ -208,13 +208,11 @@ def save_deploy_checkpoint(
         "metadata": metadata or {},
     }
     torch.save({"config": config, "state_dict": state}, path)
-    path.with_suffix(".json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    path.with_suffix(".json").write_text(_model_card(config), encoding="utf-8")
     return path
 
 
-def load_deploy_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[EfficientNetEmbedder, dict]:
-    """The network (eval mode) and config of a checkpoint written by ``save_deploy_checkpoint``."""
-    path = Path(path)
+def _read_deploy_checkpoint(path: Path) -> dict:
     if not path.is_file():
         raise ModelError(f"efficientnet_b0 weights not found at {path}")
     try:
@@ -226,6 +224,40 @@ def load_deploy_checkpoint(path: str | Path, device: str | torch.device = "cpu")
             f"{path} is not an efficientnet_b0 deploy checkpoint (expected format {CHECKPOINT_FORMAT}; "
             "export a training checkpoint with face_recognition_ros.training.export)"
         )
+    return blob
+
+
+def record_lfw_threshold(path: str | Path, threshold: float, description: str) -> dict:
+    """Store an LFW-calibrated threshold in a deploy checkpoint (and its JSON card); returns the config.
+
+    The encoder then uses it as its default instead of the validation-pair threshold. Both files are
+    replaced atomically, so an interrupted write leaves the previous checkpoint intact.
+    """
+    path = Path(path)
+    if not -1.0 <= threshold <= 1.0:
+        raise ModelError(f"an LFW threshold is a cosine similarity in [-1, 1], got {threshold}")
+    blob = _read_deploy_checkpoint(path)
+    config = blob["config"]
+    config["lfw_threshold"] = round(float(threshold), 4)
+    config.setdefault("metadata", {})["lfw_calibration"] = description
+    _write_atomically(path, lambda temporary: torch.save(blob, temporary))
+    _write_atomically(path.with_suffix(".json"), lambda temporary: temporary.write_text(_model_card(config), encoding="utf-8"))
+    return config
+
+
+def _model_card(config: dict) -> str:
+    return json.dumps(config, indent=2) + "\n"
+
+
+def _write_atomically(target: Path, write) -> None:
+    temporary = target.with_name(target.name + ".tmp")
+    write(temporary)
+    temporary.replace(target)
+
+
+def load_deploy_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[EfficientNetEmbedder, dict]:
+    """The network (eval mode) and config of a checkpoint written by ``save_deploy_checkpoint``."""
+    blob = _read_deploy_checkpoint(Path(path))
     config = blob["config"]
     network = EfficientNetEmbedder(embedding_dim=int(config["embedding_dim"]))
     state = {k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
