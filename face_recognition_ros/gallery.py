@@ -1,8 +1,9 @@
 """The persistent face gallery: people and their face samples in one SQLite file.
 
 Every sample keeps its embedding, the identity of the encoder that made it
-(``FaceEncoder.identity``: name, weights hash, alignment geometry) and the aligned face crop it was made from (256x256 RGB at ``alignment.STORAGE_TEMPLATE``, stored
-as lossless PNG), so the gallery can be re-embedded exactly when the encoder changes.
+(``FaceEncoder.identity``: name, weights hash, alignment geometry) and the aligned face crop it was
+made from (256x256 RGB at ``alignment.STORAGE_TEMPLATE``, stored as lossless PNG), so the gallery
+can be re-embedded exactly when the encoder changes.
 
 Several threads and processes may read and write one gallery at once: each thread gets its own
 connection, the file is in WAL mode (readers never block the writer), every write is one

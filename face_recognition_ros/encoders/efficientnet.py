@@ -230,8 +230,8 @@ def _read_deploy_checkpoint(path: Path) -> dict:
 def record_lfw_threshold(path: str | Path, threshold: float, description: str) -> dict:
     """Store an LFW-calibrated threshold in a deploy checkpoint (and its JSON card); returns the config.
 
-    The encoder then uses it as its default instead of the validation-pair threshold. Both files are
-    replaced atomically, so an interrupted write leaves the previous checkpoint intact.
+    The encoder then uses it as its default instead of the validation-pair threshold. Each file is
+    replaced atomically, so an interrupted write never leaves a half-written checkpoint.
     """
     path = Path(path)
     if not -1.0 <= threshold <= 1.0:
@@ -241,7 +241,8 @@ def record_lfw_threshold(path: str | Path, threshold: float, description: str) -
     config["lfw_threshold"] = round(float(threshold), 4)
     config.setdefault("metadata", {})["lfw_calibration"] = description
     _write_atomically(path, lambda temporary: torch.save(blob, temporary))
-    _write_atomically(path.with_suffix(".json"), lambda temporary: temporary.write_text(_model_card(config), encoding="utf-8"))
+    card = _model_card(config)
+    _write_atomically(path.with_suffix(".json"), lambda temporary: temporary.write_text(card, encoding="utf-8"))
     return config
 
 
@@ -251,8 +252,11 @@ def _model_card(config: dict) -> str:
 
 def _write_atomically(target: Path, write) -> None:
     temporary = target.with_name(target.name + ".tmp")
-    write(temporary)
-    temporary.replace(target)
+    try:
+        write(temporary)
+        temporary.replace(target)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def load_deploy_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[EfficientNetEmbedder, dict]:
