@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..atomic_file import atomic_path
 from ..errors import ModelError
 from .components import ComponentInfo, safe_token
 from .runners import Outputs, to_numpy
@@ -61,9 +61,7 @@ def export_onnx(info: ComponentInfo, path: Path, logger: logging.Logger | None =
     output_axes = {0: "batch"} | ({1: "anchors"} if info.dynamic_spatial else {})
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
+    with atomic_path(path) as partial:
         with warnings.catch_warnings():
             # torch >= 2.9 warns that the TorchScript exporter is legacy; the dynamo exporter needs
             # onnxscript, which this project does not depend on.
@@ -85,11 +83,8 @@ def export_onnx(info: ComponentInfo, path: Path, logger: logging.Logger | None =
             )
         onnx.checker.check_model(str(partial))
         difference = check_parity(create_session(partial), example.numpy(), outputs, info.name)
-        os.replace(partial, path)
-        if logger:
-            logger.info(f"{info.name}: ONNX model checked; max |onnxruntime - torch| = {difference:.2e}")
-    finally:
-        partial.unlink(missing_ok=True)
+    if logger:
+        logger.info(f"{info.name}: ONNX model checked; max |onnxruntime - torch| = {difference:.2e}")
     return path
 
 

@@ -8,12 +8,12 @@ without having run it. It stays small on purpose; README.md, "Acceleration" says
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..atomic_file import atomic_path
 from .components import ComponentInfo, safe_token
 from .fixed_size import FixedSizeAdapter
 from .runners import BatchedRunner, Outputs, to_numpy
@@ -80,10 +80,8 @@ def build_tensorrt_runner(
         network = info.network.to(cuda).float().eval()
         example = torch.zeros((batch_limit, *info.engine_input_shape()), device=cuda)
         module = torch2trt(network, [example], fp16_mode=precision == "fp16", max_batch_size=batch_limit)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        torch.save(module.state_dict(), partial)
-        os.replace(partial, path)
+        with atomic_path(path) as partial:
+            torch.save(module.state_dict(), partial)
         if logger:
             logger.info(f"{info.name}: saved TensorRT engine {path}")
     run = TensorRTRunner(module, cuda)

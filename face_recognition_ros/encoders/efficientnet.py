@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..alignment import ARCFACE_112, AlignmentTemplate
+from ..atomic_file import atomic_path
 from ..errors import ModelError
 from . import register_encoder
 from .base import FaceEncoder, file_sha256
@@ -240,23 +241,15 @@ def record_lfw_threshold(path: str | Path, threshold: float, description: str) -
     config = blob["config"]
     config["lfw_threshold"] = round(float(threshold), 4)
     config.setdefault("metadata", {})["lfw_calibration"] = description
-    _write_atomically(path, lambda temporary: torch.save(blob, temporary))
-    card = _model_card(config)
-    _write_atomically(path.with_suffix(".json"), lambda temporary: temporary.write_text(card, encoding="utf-8"))
+    with atomic_path(path) as partial:
+        torch.save(blob, partial)
+    with atomic_path(path.with_suffix(".json")) as partial:
+        partial.write_text(_model_card(config), encoding="utf-8")
     return config
 
 
 def _model_card(config: dict) -> str:
     return json.dumps(config, indent=2) + "\n"
-
-
-def _write_atomically(target: Path, write) -> None:
-    temporary = target.with_name(target.name + ".tmp")
-    try:
-        write(temporary)
-        temporary.replace(target)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def load_deploy_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[EfficientNetEmbedder, dict]:

@@ -20,6 +20,7 @@ import platformdirs
 from tqdm import tqdm
 
 from ..alignment import STORAGE_TEMPLATE, AlignmentTemplate, align_faces, estimate_similarity_transforms
+from ..atomic_file import atomic_path
 from ..errors import FaceRecognitionError, ImageError
 from ..imageio import load_image
 
@@ -75,9 +76,8 @@ class FaceCache:
             "no_face": self.no_face,
             "unreadable": self.unreadable,
         }
-        tmp = self.root / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(payload), encoding="utf-8")
-        tmp.replace(self.root / MANIFEST)
+        with atomic_path(self.root / MANIFEST) as partial:
+            partial.write_text(json.dumps(payload), encoding="utf-8")
 
     @staticmethod
     def open(root: str | Path) -> "FaceCache":
