@@ -278,8 +278,9 @@ class TestRecognizer(unittest.TestCase):
         # newest frame wins and the rest are dropped. No sleeps, so a fast CI machine cannot keep up.
         rgb = _frame("test/kit_with_rose.jpg")
         large = np.ascontiguousarray(rgb.repeat(2, axis=0).repeat(2, axis=1))
+        burst = [_image(large, self.client) for _ in range(30)]
         for _ in range(3):  # best-effort transport may lose part of one burst; three cannot all fit
-            for msg in [_image(large, self.client) for _ in range(30)]:
+            for msg in burst:
                 self.client.camera.publish(msg)
             self.client.recognize(rgb, FRAME_TIMEOUT_S)
             values = _diagnostic_values(self.client.next_diagnostics())
