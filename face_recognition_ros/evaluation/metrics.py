@@ -66,7 +66,8 @@ def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Area under the ROC curve (1 = perfect separation, 0.5 = chance)."""
     far, tar, _ = roc_curve(scores, labels)
-    return float(np.trapezoid(tar, far))
+    # The trapezoid rule written out: np.trapezoid is numpy >= 2 only, np.trapz is gone in numpy 2.
+    return float(np.sum(np.diff(far) * (tar[1:] + tar[:-1]) / 2.0))
 
 
 def tar_at_far(scores: np.ndarray, labels: np.ndarray, far: float = 1e-3) -> float:
