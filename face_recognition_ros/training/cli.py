@@ -24,8 +24,11 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--resume", metavar="CKPT", help="continue a run from its Lightning checkpoint (last.ckpt)")
     parser.add_argument("--init-from", metavar="CKPT", help="start from this checkpoint's network (override model.init_from)")
     parser.add_argument("--out", metavar="DIR", help="output folder of runs (override out_dir)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override any recipe key, e.g. --set data.input_size=96 --set trainer.num_threads=2 "
+                        "(VALUE is read as YAML; repeatable)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.set_defaults(handler=run_train)
+    parser.set_defaults(func=run_train)
     return parser
 
 
@@ -37,7 +40,7 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("checkpoint", help="Lightning checkpoint of a training run")
     parser.add_argument("--out", required=True, metavar="FILE", help="deploy checkpoint to write (.pt; a .json goes beside it)")
     parser.add_argument("--half", action="store_true", help="store the weights as fp16")
-    parser.set_defaults(handler=run_export)
+    parser.set_defaults(func=run_export)
     return parser
 
 
@@ -45,7 +48,7 @@ def run_train(args: argparse.Namespace) -> int:
     from .config import load_config
     from .runner import train
 
-    config = load_config(args.config)
+    config = load_config(args.config, overrides=args.overrides)
     if args.data:
         config.data.root = args.data
     if args.max_epochs is not None:
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return args.handler(args)
+        return args.func(args)
     except FaceRecognitionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

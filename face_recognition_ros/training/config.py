@@ -170,11 +170,36 @@ def config_from_dict(values: dict, where: str = "config") -> TrainConfig:
     return validate(_build(TrainConfig, values or {}, where))
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """Parse and validate a recipe; raises TrainingConfigError naming the file and key."""
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """``["data.input_size=96", ...]`` set into the nested recipe mapping (each VALUE parsed as YAML)."""
+    for override in overrides:
+        key, separator, text = override.partition("=")
+        parts = key.strip().split(".")
+        if not separator or not all(parts):
+            raise TrainingConfigError(f"an override is KEY=VALUE with a dotted KEY (data.input_size=96), got {override!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise TrainingConfigError(f"override {override!r}: VALUE is not valid YAML ({error})") from None
+        node = values
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise TrainingConfigError(f"override {override!r}: {part} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return values
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Parse and validate a recipe, with ``overrides`` (``KEY=VALUE``) applied first; raises
+    TrainingConfigError naming the file and key."""
     path = Path(path)
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as error:
         raise TrainingConfigError(f"cannot read training config {path}: {error}") from None
-    return config_from_dict(values or {}, str(path))
+    if values is not None and not isinstance(values, dict):
+        raise TrainingConfigError(f"{path}: a recipe is a mapping of sections, got {type(values).__name__}")
+    values = apply_overrides(values or {}, overrides or [])
+    return config_from_dict(values, str(path))

@@ -8,8 +8,9 @@ or that cannot be read are listed too, so a rebuild skips nothing silently and t
 
 from __future__ import annotations
 
-import json
 import hashlib
+import json
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,9 +96,23 @@ class FaceCache:
         return FaceCache(root, payload["dataset"], faces, payload["no_face"], payload["unreadable"])
 
 
+def absolute(path: str | Path) -> Path:
+    """The absolute, normalised path without following symbolic links.
+
+    A dataset may be a folder of links to images elsewhere: resolving each image would take it out
+    of the dataset folder, so sources are named relative to the folder as the user gave it.
+    """
+    return Path(os.path.abspath(path))
+
+
+def source_name(path: str | Path, dataset_root: Path) -> str:
+    """An image's name in the manifest: its path relative to the dataset root, with '/' separators."""
+    return absolute(path).relative_to(dataset_root).as_posix()
+
+
 def default_cache_dir(dataset_root: str | Path) -> Path:
     """A per-dataset folder under the user cache: ``<name>-<hash of the absolute path>``."""
-    dataset_root = Path(dataset_root).resolve()
+    dataset_root = absolute(dataset_root)
     digest = hashlib.sha1(str(dataset_root).encode()).hexdigest()[:8]
     return Path(platformdirs.user_cache_dir("face_recognition_ros")) / "faces" / f"{dataset_root.name}-{digest}"
 
@@ -128,13 +143,13 @@ def build_face_cache(
     ``paths`` restricts the work to some images (e.g. those LFW pairs name); default all images of
     the dataset. Re-running resumes where a previous run stopped.
     """
-    dataset_root = Path(dataset_root).resolve()
+    dataset_root = absolute(dataset_root)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir(dataset_root)
     root.mkdir(parents=True, exist_ok=True)
     cache = FaceCache.open(root) if (root / MANIFEST).is_file() else FaceCache(root, str(dataset_root))
     done = {face.source for face in cache.faces} | set(cache.no_face) | set(cache.unreadable)
     todo = [Path(p) for p in (paths if paths is not None else list_identity_images(dataset_root))]
-    todo = [p for p in todo if p.resolve().relative_to(dataset_root).as_posix() not in done]
+    todo = [p for p in todo if source_name(p, dataset_root) not in done]
     if not todo:
         return cache
     if detector is None:
@@ -142,7 +157,7 @@ def build_face_cache(
 
         detector = RetinaFaceDetector(score_threshold=0.7, min_face_size=16)
     for count, path in enumerate(tqdm(todo, desc="detect+align", unit="img", disable=not progress), start=1):
-        source = path.resolve().relative_to(dataset_root).as_posix()
+        source = source_name(path, dataset_root)
         try:
             image = load_image(path)
         except ImageError:

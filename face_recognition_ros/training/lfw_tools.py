@@ -25,7 +25,7 @@ from ..data_paths import data_root
 from ..encoders import create_encoder
 from ..encoders.base import FaceEncoder, l2_normalize
 from ..evaluation.lfw import Pair, read_pairs, stratified_subfolds, ten_fold_verification
-from .face_cache import FaceCache, build_face_cache
+from .face_cache import FaceCache, absolute, build_face_cache, source_name
 from .teacher import teacher_embeddings
 
 #: cosine similarity of mean dlib embeddings above which two identities are called the same person
@@ -45,16 +45,15 @@ def lfw_pairs_cache(lfw_dir: Path, folds: Iterable[int] | None = None, cache_dir
 def lfw_verification(encoder: FaceEncoder, cache: FaceCache, pairs: list[Pair], lfw_dir: Path) -> dict:
     """The LFW protocol (sub-folds when one fold) on cached crops; a pair with a face missing scores -1."""
     by_source = {face.source: face for face in cache.faces}
-    sources = sorted({p.path_a.resolve().relative_to(lfw_dir.resolve()).as_posix() for p in pairs}
-                     | {p.path_b.resolve().relative_to(lfw_dir.resolve()).as_posix() for p in pairs})
+    root = absolute(lfw_dir)
+    sources = sorted({source_name(p.path_a, root) for p in pairs} | {source_name(p.path_b, root) for p in pairs})
     present = [s for s in sources if s in by_source]
     vectors = teacher_embeddings(cache, [by_source[s] for s in present], encoder.name, encoder=encoder, progress=False)
     index = {s: i for i, s in enumerate(present)}
-    root = lfw_dir.resolve()
     similarities, same, folds = [], [], []
     for pair in pairs:
-        a = index.get(pair.path_a.resolve().relative_to(root).as_posix())
-        b = index.get(pair.path_b.resolve().relative_to(root).as_posix())
+        a = index.get(source_name(pair.path_a, root))
+        b = index.get(source_name(pair.path_b, root))
         similarities.append(-1.0 if a is None or b is None else float(vectors[a] @ vectors[b]))
         same.append(pair.same)
         folds.append(pair.fold)
