@@ -36,7 +36,8 @@ from face_recognition_ros.errors import FaceRecognitionError
 from face_recognition_ros.msg import FaceIdentities
 from face_recognition_ros.pipeline import FaceBatch, PipelineConfig, RecognitionPipeline
 from face_recognition_ros.ros.conversions import image_msg_to_rgb, rgb_to_image_msg, to_detection_array, to_identities
-from face_recognition_ros.ros.parameters import BY_NAME, PARAMETERS
+from face_recognition_ros.node_parameters import BY_NAME, PARAMETERS
+from face_recognition_ros.ros.parameters import descriptor
 from face_recognition_ros.ros.shutdown import ignore_further_interrupts
 from face_recognition_ros.srv import EnrollPerson, ForgetPerson, ListPersons
 from face_recognition_ros.tracking import FaceTracker
@@ -84,7 +85,7 @@ class RecognizerNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
         for spec in PARAMETERS:
-            self.declare_parameter(spec.name, spec.default, spec.descriptor())
+            self.declare_parameter(spec.name, spec.default, descriptor(spec))
         self._pipe = RecognitionPipeline(self._pipeline_config())
         self._default_threshold = float(self._pipe.encoder.default_threshold)
         self._votes_stale = False
@@ -152,6 +153,7 @@ class RecognizerNode(Node):
             device=self._param("device"),
             precision=self._param("precision"),
             engine_cache_dir=self._param("engine_cache_dir") or None,
+            force_engine_update=self._param("force_engine_update"),
             detector_score_threshold=self._param("detector_score_threshold"),
             min_face_size=self._param("min_face_size"),
             detector_max_size=self._param("detector_max_size"),
@@ -181,17 +183,15 @@ class RecognizerNode(Node):
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         # rclpy has already checked types, ranges and read-only flags; what is left is to apply the
         # values, all or none.
-        values = {}
-        for parameter in parameters:
-            spec = BY_NAME.get(parameter.name)
-            if spec is None:
-                return SetParametersResult(successful=False, reason=f"unknown parameter {parameter.name!r}")
-            values[parameter.name] = parameter.value
+        # Parameters rclpy declares itself (use_sim_time, which `ros2 bag play --clock` workflows set
+        # at run time) are rclpy's business: accept them untouched.
+        values = {parameter.name: parameter.value for parameter in parameters if parameter.name in BY_NAME}
         try:
             self._apply_dynamic(values)
         except ValueError as error:
             return SetParametersResult(successful=False, reason=str(error))
-        self.get_logger().info("parameters changed: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+        if values:
+            self.get_logger().info("parameters changed: " + ", ".join(f"{k}={v}" for k, v in values.items()))
         return SetParametersResult(successful=True)
 
     # -- frames ---------------------------------------------------------------------------------

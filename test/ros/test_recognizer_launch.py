@@ -230,6 +230,14 @@ class TestRecognizer(unittest.TestCase):
         self.assertTrue(self.client.set_parameter("match_threshold", MATCH_THRESHOLD).successful)
         self._assert_becomes_names(obama, ["Barack Obama"])
 
+    def test_08b_use_sim_time_can_be_set_at_run_time(self):
+        # `ros2 bag play --clock` workflows switch it on a running node; rclpy owns this parameter.
+        result = self.client.set_parameter("use_sim_time", True)
+        self.assertTrue(result.successful, f"use_sim_time refused: {result.reason}")
+        self.assertTrue(self.client.set_parameter("use_sim_time", False).successful)
+        obama = _frame("test/obama1.jpg")
+        self._assert_becomes_names(obama, ["Barack Obama"])
+
     def _becomes(self, rgb: np.ndarray, condition, frames: int = 10) -> bool:
         """Whether ``condition`` holds within ``frames`` frames of ``rgb``.
 

@@ -1,14 +1,11 @@
-"""The ROS layer's pieces without a running node: message conversions and the parameter table."""
+"""The ROS layer's pieces without a running node: message conversions and parameter descriptors."""
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pytest
-import yaml
 
-from ros_env import REPO_ROOT, require_ros
+from ros_env import require_ros
 
 require_ros()
 
@@ -21,7 +18,8 @@ from face_recognition_ros.ros.conversions import (  # noqa: E402
     to_detection_array,
     to_identities,
 )
-from face_recognition_ros.ros.parameters import PARAMETERS  # noqa: E402
+from face_recognition_ros.node_parameters import PARAMETERS  # noqa: E402
+from face_recognition_ros.ros.parameters import descriptor  # noqa: E402
 from face_recognition_ros.types import FaceResult, FrameResult, Match  # noqa: E402
 
 
@@ -95,53 +93,14 @@ def test_compressed_images_are_decoded_like_opencv(header):
     np.testing.assert_array_equal(image_msg_to_rgb(message), rgb)
 
 
-def _parse_docs_table() -> dict[str, list[str]]:
-    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    table = text[text.index("| name | type | default | range | run time | meaning |"):]
-    rows = {}
-    for line in table.splitlines()[2:]:
-        if not line.startswith("| `"):
-            break
-        cells = [cell.strip() for cell in line.strip("|").split("|")]
-        rows[cells[0].strip("`")] = cells
-    return rows
-
-
-def _type_name(value) -> str:
-    return {bool: "bool", int: "int", float: "double", str: "string"}[type(value)]
-
-
-def test_config_file_holds_every_parameter_with_its_declared_default():
-    config = yaml.safe_load((REPO_ROOT / "config" / "recognizer.yaml").read_text(encoding="utf-8"))
-    values = config["/**"]["ros__parameters"]
-    assert set(values) == {spec.name for spec in PARAMETERS}
-    for spec in PARAMETERS:
-        assert values[spec.name] == spec.default, spec.name
-        assert type(values[spec.name]) is type(spec.default), f"{spec.name}: YAML type differs from the declaration"
-
-
-def test_docs_parameter_table_matches_the_declarations():
-    rows = _parse_docs_table()
-    assert list(rows) == [spec.name for spec in PARAMETERS]
-    for spec in PARAMETERS:
-        _, type_name, default, value_range, run_time, description = rows[spec.name]
-        assert type_name == _type_name(spec.default), spec.name
-        shown = default.strip("`")
-        expected = '""' if spec.default == "" else str(spec.default).lower() if isinstance(spec.default, bool) \
-            else str(spec.default)
-        assert shown == expected, spec.name
-        assert value_range == (f"[{spec.minimum}, {spec.maximum}]" if spec.minimum is not None else ""), spec.name
-        assert (run_time == "yes") == spec.dynamic, spec.name
-        assert re.sub(r"\s+", " ", description) == spec.description, spec.name
-
-
 def test_every_numeric_parameter_has_a_range_and_every_parameter_a_description():
     for spec in PARAMETERS:
-        descriptor = spec.descriptor()
-        assert descriptor.description
+        declared = descriptor(spec)
+        assert declared.description
+        assert declared.read_only == (not spec.dynamic), spec.name
         if isinstance(spec.default, float):
-            assert descriptor.floating_point_range, spec.name
-            assert descriptor.floating_point_range[0].from_value <= spec.default <= descriptor.floating_point_range[0].to_value
+            assert declared.floating_point_range, spec.name
+            assert declared.floating_point_range[0].from_value <= spec.default <= declared.floating_point_range[0].to_value
         elif isinstance(spec.default, int) and not isinstance(spec.default, bool):
-            assert descriptor.integer_range, spec.name
-            assert descriptor.integer_range[0].from_value <= spec.default <= descriptor.integer_range[0].to_value
+            assert declared.integer_range, spec.name
+            assert declared.integer_range[0].from_value <= spec.default <= declared.integer_range[0].to_value

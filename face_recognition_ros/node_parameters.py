@@ -1,0 +1,82 @@
+"""The recognizer node's parameters: one table of names, defaults, ranges and descriptions.
+
+The table is the single source for the node's ``declare_parameter`` calls (``ros/parameters.py``
+turns each entry into a ``ParameterDescriptor``), for validation of run-time changes, for
+``config/recognizer.yaml`` and for the parameter table in the README; it is free of ROS, so tests on
+every machine keep those in step. Ranges are enforced by rclpy itself (both Humble and Jazzy reject
+out-of-range values before the node's own callback runs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .enrollment import DEFAULT_MIN_SHARPNESS
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: object
+    description: str
+    minimum: float | int | None = None
+    maximum: float | int | None = None
+    dynamic: bool = False  # may change while the node runs (`ros2 param set`)
+
+    @property
+    def type_name(self) -> str:
+        """The ROS parameter type: bool, int, double or string."""
+        return {bool: "bool", int: "int", float: "double", str: "string"}[type(self.default)]
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    # -- models (fixed at start-up) ------------------------------------------------------------
+    ParamSpec("encoder", "dlib_resnet", "Face encoder: dlib_resnet, or another registered encoder name"),
+    ParamSpec("encoder_weights", "", "Checkpoint for the encoder's architecture ('' = its bundled weights)"),
+    ParamSpec("backend", "auto", "Inference backend: auto (the fastest available: tensorrt, torch on CUDA, "
+              "onnxruntime, torch on CPU), torch, onnxruntime or tensorrt"),
+    ParamSpec("device", "cpu", "Inference device: cpu, cuda or cuda:N"),
+    ParamSpec("precision", "fp32", "Inference precision: fp32, or fp16 on GPU backends"),
+    ParamSpec("engine_cache_dir", "", "Where exported ONNX models / TensorRT engines are cached "
+              "('' = ~/.cache/face_recognition_ros/engines)"),
+    ParamSpec("force_engine_update", False, "Rebuild the cached ONNX models / TensorRT engines at start-up "
+              "instead of loading them"),
+    ParamSpec("detector_max_size", 640, "Longer image side is downscaled to this before detection (pixels)",
+              64, 4096),
+    ParamSpec("gallery_path", "", "Gallery file ('' = gallery.db in the user's data directory, or "
+              "$FACE_RECOGNITION_GALLERY)"),
+    ParamSpec("compressed", False, "Subscribe to sensor_msgs/CompressedImage on 'image/compressed' "
+              "instead of sensor_msgs/Image on 'image'"),
+    # -- recognition (changeable at run time) --------------------------------------------------
+    ParamSpec("match_threshold", 0.0, "Minimum cosine similarity to accept a gallery match "
+              "(0.0 = the encoder's calibrated threshold)", 0.0, 1.0, dynamic=True),
+    ParamSpec("match_margin", -1.0, "Minimum lead of the best person's similarity over the runner-up "
+              "(-1.0 = the encoder's calibrated margin)", -1.0, 1.0, dynamic=True),
+    ParamSpec("detector_score_threshold", 0.8, "Minimum face detector confidence", 0.05, 1.0, dynamic=True),
+    ParamSpec("min_face_size", 20, "Smallest face to detect: shorter box side in pixels", 0, 4096, dynamic=True),
+    ParamSpec("max_faces", 10, "Most faces recognised per frame (the largest ones)", 1, 100, dynamic=True),
+    ParamSpec("max_rate_hz", 0.0, "Cap on processed frames per second (0.0 = as fast as possible)",
+              0.0, 120.0, dynamic=True),
+    ParamSpec("publish_debug_image", False, "Publish the annotated frame on faces/debug_image", dynamic=True),
+    # -- tracking --------------------------------------------------------------------------------
+    ParamSpec("track_iou_threshold", 0.3, "Minimum box overlap (IoU) to continue a track in the next frame",
+              0.05, 0.95),
+    ParamSpec("track_max_missed", 5, "Frames a track survives without its face before it ends", 0, 1000),
+    ParamSpec("track_vote_window", 5, "Recent matches a track's published identity is voted over", 1, 100),
+    # -- live enrollment -------------------------------------------------------------------------
+    ParamSpec("enroll_num_samples", 5, "Default samples for live enrollment (EnrollPerson.num_samples = 0)",
+              1, 100, dynamic=True),
+    ParamSpec("enroll_timeout", 15.0, "Default live enrollment timeout in seconds (EnrollPerson.timeout = 0)",
+              1.0, 300.0, dynamic=True),
+    ParamSpec("enroll_min_face_size", 60, "Smallest face accepted as an enrollment sample (pixels)",
+              0, 4096, dynamic=True),
+    ParamSpec("enroll_min_sharpness", DEFAULT_MIN_SHARPNESS, "Least sharpness of an enrollment sample "
+              "(variance of the Laplacian of its 256x256 crop; blurred faces score lower)", 0.0, 10000.0,
+              dynamic=True),
+    ParamSpec("enroll_duplicate_similarity", 0.97, "Samples more similar than this to an earlier one are "
+              "skipped as duplicates", 0.0, 1.0, dynamic=True),
+    # -- diagnostics -----------------------------------------------------------------------------
+    ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages", 0.1, 60.0),
+)
+
+BY_NAME = {spec.name: spec for spec in PARAMETERS}
