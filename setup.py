@@ -22,8 +22,11 @@ setup(
     packages=find_packages(include=["face_recognition_ros", "face_recognition_ros.*"]),
     package_data={"face_recognition_ros": ["weights/*", "interfaces/*.msg", "interfaces/*.srv"]},
     install_requires=[
+        # 1.24-1.26 and 2.x both work and are both tested in CI; a robot stays on 1.x
+        # (requirements/robot.txt says why)
         "numpy>=1.24",
         "opencv-python-headless>=4.6,<5",  # cv_bridge relies on OpenCV 4's type constants
+        "Pillow>=9",  # image headers (format, declared size) read before decoding
         "torch>=2.1",
         "onnx>=1.15",
         "onnxruntime>=1.17",

@@ -35,7 +35,8 @@ import cv2
 import numpy as np
 
 from .errors import FaceRecognitionError, ImageError
-from .image_conversion import compressed_to_rgb, image_to_rgb
+from .frame_sources import VideoFrames
+from .image_buffers import compressed_to_rgb, image_to_rgb
 from .tracking import FaceTracker
 from .types import FaceResult, FrameResult
 
@@ -273,30 +274,20 @@ def video_to_bag(
         raise BagError(f"fps must be positive, got {fps}")
     if encoding not in ("rgb8", "bgr8"):
         raise BagError(f"encoding must be rgb8 or bgr8, got {encoding!r}")
-    video_path = Path(video_path)
-    if not video_path.is_file():
-        raise ImageError(f"{video_path}: no such video file")
-    capture = cv2.VideoCapture(str(video_path))
-    if not capture.isOpened():
-        raise ImageError(f"{video_path}: cannot open the video (unknown format or corrupt)")
+    video = VideoFrames(video_path, fps)
     typestore = make_typestore()
     image_cls, header_cls = typestore.types[IMAGE_TYPE], typestore.types["std_msgs/msg/Header"]
     time_cls = typestore.types["builtin_interfaces/msg/Time"]
-    file_fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
-    rate = fps or (file_fps if file_fps > 0 else 30.0)
     start = time.time_ns() if start_time_ns is None else int(start_time_ns)
-    use_file_times = fps is None
-    ok, bgr = capture.read()
-    if not ok:
-        capture.release()
-        raise ImageError(f"{video_path}: the video has no readable frame")
-    frames, first_ns, last_ns = 0, 0, 0
+    frames, first_ns, last_ns, width, height = 0, 0, 0, 0, 0
     try:
         with _writer(out_path, storage) as writer:
             connection = writer.add_connection(topic, IMAGE_TYPE, typestore=typestore)
-            while ok and (max_frames is None or frames < max_frames):
-                stamp = start + int(round(_frame_time_s(capture, frames, rate, use_file_times) * 1e9))
-                pixels = bgr if encoding == "bgr8" else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            for frame in video.frames():
+                if max_frames is not None and frames >= max_frames:
+                    break
+                stamp = start + int(round(frame.time_s * 1e9))
+                pixels = frame.rgb if encoding == "rgb8" else cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR)
                 height, width = pixels.shape[:2]
                 header = header_cls(stamp=time_cls(sec=stamp // 1_000_000_000, nanosec=stamp % 1_000_000_000),
                                     frame_id=frame_id)
@@ -306,22 +297,12 @@ def video_to_bag(
                 first_ns = stamp if frames == 0 else first_ns
                 last_ns = stamp
                 frames += 1
-                ok, bgr = capture.read()
     except WriterError as error:
         raise BagError(f"{out_path}: {error}") from None
-    finally:
-        capture.release()
+    if frames == 0:
+        raise ImageError(f"{video_path}: the video has no readable frame")
     return VideoBagSummary(str(video_path), str(out_path), storage, topic, frames, width, height, encoding,
-                           round(rate, 3), first_ns, last_ns)
-
-
-def _frame_time_s(capture: cv2.VideoCapture, index: int, rate: float, use_file_times: bool) -> float:
-    """The time of the frame just read, from the container when it has one, else ``index / rate``."""
-    if use_file_times:
-        msec = capture.get(cv2.CAP_PROP_POS_MSEC)
-        if msec > 0 or (index == 0 and msec == 0):
-            return msec / 1000.0
-    return index / rate
+                           round(video.rate_hz, 3), first_ns, last_ns)
 
 
 def summary_dict(summary: BagSummary | VideoBagSummary) -> dict:

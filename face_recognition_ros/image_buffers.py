@@ -2,7 +2,7 @@
 
 ROS-free on purpose: the node, the bag tool and the tests share it, and it agrees pixel for
 pixel with ``cv_bridge.CvBridge().imgmsg_to_cv2(msg, "rgb8")`` for every encoding cv_bridge
-converts (checked against the real cv_bridge in ``test/ros/test_image_conversion_cv_bridge.py``).
+converts (checked against the real cv_bridge in ``test/ros/test_image_buffers_cv_bridge.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from .errors import ImageError
-from .imageio import decode_image
+from .image_files import decode_image
 
 
 @dataclass(frozen=True)

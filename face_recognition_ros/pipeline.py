@@ -198,7 +198,8 @@ class RecognitionPipeline:
         batch.timings_ms["match"] = (time.perf_counter() - start) * 1000
         faces = batch.results(matches)
         batch.timings_ms["total"] = (time.perf_counter() - total_start) * 1000
-        return FrameResult(faces=faces, timings_ms=batch.timings_ms, image_size=(image.shape[1], image.shape[0]))
+        return FrameResult(faces=faces, timings_ms=batch.timings_ms, image_size=(image.shape[1], image.shape[0]),
+                           faces_dropped=batch.detections.dropped)
 
     # -- enrollment ---------------------------------------------------------------------------
 

@@ -18,6 +18,8 @@ class Detections:
     boxes: np.ndarray  # (N, 4) float32 x1, y1, x2, y2 in pixels of the source frame
     landmarks: np.ndarray  # (N, 5, 2) float32 x, y in pixels, order LANDMARK_NAMES
     scores: np.ndarray  # (N,) float32 detector confidence in [0, 1]
+    #: faces found but left out by the detector's ``max_faces`` limit (the smallest ones)
+    dropped: int = 0
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -112,3 +114,5 @@ class FrameResult:
     faces: list[FaceResult]
     timings_ms: dict[str, float] = field(default_factory=dict)
     image_size: tuple[int, int] = (0, 0)  # width, height
+    #: faces found in the frame but not recognised, because of the ``max_faces`` limit
+    faces_dropped: int = 0

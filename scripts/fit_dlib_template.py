@@ -31,7 +31,7 @@ import numpy as np
 from face_recognition_ros.alignment import AlignmentTemplate, align_faces
 from face_recognition_ros.data_paths import data_root
 from face_recognition_ros.encoders.dlib_resnet import DLIB_CHIP_150, DlibResNetEncoder, default_weights_path
-from face_recognition_ros.imageio import load_image
+from face_recognition_ros.image_files import load_image
 
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25

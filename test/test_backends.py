@@ -22,7 +22,7 @@ from face_recognition_ros.detection import RetinaFaceDetector
 from face_recognition_ros.detection.priors import anchor_count
 from face_recognition_ros.encoders import available_encoders, create_encoder
 from face_recognition_ros.errors import BackendUnavailableError, ModelError
-from face_recognition_ros.imageio import load_image
+from face_recognition_ros.image_files import load_image
 
 # fp32 ONNX Runtime vs torch: both accumulate in fp32 but fuse and order ops differently.
 EMBEDDING_TOLERANCE = 1e-4  # max abs difference between unit-norm embeddings

@@ -295,3 +295,71 @@ def test_eval_lfw_refuses_to_record_a_threshold_it_cannot_or_should_not(capsys, 
     code, _, err = run(capsys, "eval", "lfw", "--lfw-dir", tiny_lfw, "--record-threshold", *argv)
     assert code == EXIT_ERROR and message in err
     assert effnet_copy.read_bytes() == before
+
+
+# ------------------------------------------------------------------ what the face limit drops, what is an image
+
+def test_max_faces_that_drops_faces_says_so(capsys, enrolled, media_dir):
+    code, out, err = run(capsys, "recognize", media_dir / "two_people.jpg", "--gallery", enrolled, "--json",
+                         "--max-faces", "1")
+    assert code == 0, err
+    assert len(json.loads(out)["faces"]) == 1
+    assert "2 faces found, only the 1 largest were recognised" in err
+
+
+def test_max_faces_zero_means_no_limit(capsys, enrolled, media_dir):
+    code, out, err = run(capsys, "recognize", media_dir / "two_people.jpg", "--gallery", enrolled, "--json",
+                         "--max-faces", "0")
+    assert code == 0, err
+    assert len(json.loads(out)["faces"]) == 2 and "warning" not in err
+
+
+def test_negative_max_faces_is_a_clear_error(capsys, enrolled, media_dir):
+    code, _, err = run(capsys, "recognize", media_dir / "obama.jpg", "--gallery", enrolled, "--max-faces", "-1")
+    assert code == EXIT_ERROR and err.startswith("error: --max-faces")
+
+
+@pytest.mark.parametrize("name, fmt", [("obama.gif", "GIF"), ("obama.pgm", "PPM"), ("obama_photo", "JPEG")])
+def test_images_are_recognised_by_content_not_extension(capsys, enrolled, media_dir, tmp_path, name, fmt):
+    from PIL import Image
+
+    image = Image.open(media_dir / "knn_examples" / "test" / "obama1.jpg")
+    image = image.convert("L") if name.endswith(".pgm") else image.convert("RGB")
+    image.save(tmp_path / name, fmt)
+    code, out, err = run(capsys, "recognize", tmp_path / name, "--gallery", enrolled, "--json")
+    assert code == 0, err
+    assert [face["name"] for face in json.loads(out)["faces"]] == ["obama"]
+
+
+def test_enroll_from_a_folder_names_the_files_that_are_not_images(capsys, gallery, media_dir, tmp_path):
+    folder = tmp_path / "ada"
+    folder.mkdir()
+    shutil.copy(media_dir / "obama.jpg", folder / "photo")
+    (folder / "notes.png").write_text("not a picture")
+    code, out, err = run(capsys, "enroll", "Ada", folder, "--gallery", gallery)
+    assert code == 0, err
+    assert "1 sample(s)" in out and "notes.png: not an image" in out
+
+
+def test_a_text_file_named_png_is_refused_the_same_way_by_enroll_and_recognize(capsys, enrolled, tmp_path):
+    fake = tmp_path / "fake.png"
+    fake.write_text("hello")
+    before = digest(enrolled)
+    for argv in (("enroll", "obama", fake), ("recognize", fake)):
+        code, _, err = run(capsys, *argv, "--gallery", enrolled)
+        assert code == EXIT_ERROR and "fake.png" in err and "not" in err, err
+    assert digest(enrolled) == before
+
+
+def test_eval_identify_reports_a_non_image_as_such_not_as_a_missed_face(capsys, media_dir, tmp_path):
+    people = tmp_path / "people"
+    for person in ("obama", "biden", "kit_harington", "rose_leslie"):
+        shutil.copytree(media_dir / "knn_examples" / "train" / person, people / person)
+    (people / "obama" / "broken.jpg").write_text("not an image")
+    code, out, err = run(capsys, "eval", "identify", "--data", people, "--enroll-per-identity", "1",
+                         "--unknown-fraction", "0.25", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["skipped_files"] == [f"{people / 'obama' / 'broken.jpg'}: not an image"]
+    assert result["failed_detections"] == 0
+    assert "broken.jpg" in err

@@ -13,7 +13,7 @@ from face_recognition_ros.detection import DetectorInputError, RetinaFaceDetecto
 from face_recognition_ros.detection.onnx_weights import module_path
 from face_recognition_ros.detection.priors import anchor_count, anchor_grid
 from face_recognition_ros.errors import BackendUnavailableError, ImageError
-from face_recognition_ros.imageio import load_image
+from face_recognition_ros.image_files import load_image
 from face_recognition_ros.types import LANDMARK_NAMES
 
 RAW_OUTPUT_TOLERANCE = 1e-4  # float32 conv kernels differ between torch and ORT by ~2e-5 on photos

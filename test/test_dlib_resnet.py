@@ -21,7 +21,7 @@ from face_recognition_ros.encoders.dlib_resnet import (
     load_dlib_weights,
 )
 from face_recognition_ros.errors import ModelError
-from face_recognition_ros.imageio import load_image
+from face_recognition_ros.image_files import load_image
 
 # Observed max |difference| against dlib 20.0 on CPU is ~4e-7 per component of descriptors whose
 # components are ~0.1 in size; the margin allows for other BLAS/conv summation orders.

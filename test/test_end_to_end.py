@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from face_recognition_ros.gallery import Gallery
-from face_recognition_ros.imageio import iter_image_files, load_image
+from face_recognition_ros.image_files import find_images, load_image
 from face_recognition_ros.pipeline import PipelineConfig, RecognitionPipeline
 
 NEVER_ENROLLED = "rose_leslie"
@@ -20,7 +20,7 @@ def pipeline(media_dir: Path, tmp_path_factory) -> RecognitionPipeline:
     for person_dir in sorted((media_dir / "knn_examples" / "train").iterdir()):
         if person_dir.name == NEVER_ENROLLED:
             continue
-        files = iter_image_files([person_dir])
+        files = find_images([person_dir]).images
         pipe.enroll_images(person_dir.name, [load_image(f) for f in files], [str(f) for f in files])
     return pipe
 
@@ -70,7 +70,7 @@ def test_gallery_written_by_another_handle_is_seen_without_restart(pipeline, med
     rose_dir = media_dir / "knn_examples" / "train" / NEVER_ENROLLED
     probe = RecognitionPipeline(PipelineConfig(encoder="dlib_resnet"), gallery=other,
                                 detector=pipeline.detector, encoder=pipeline.encoder)
-    probe.enroll_images(NEVER_ENROLLED, [load_image(f) for f in iter_image_files([rose_dir])])
+    probe.enroll_images(NEVER_ENROLLED, [load_image(f) for f in find_images([rose_dir]).images])
     try:
         assert NEVER_ENROLLED in [face.match.name for face in pipeline.process(image).faces]
     finally:

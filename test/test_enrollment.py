@@ -160,7 +160,7 @@ def test_invalid_settings_are_rejected(kwargs):
 def test_real_face_crop_is_sharp_and_its_blurred_copy_is_not(media_dir):
     from face_recognition_ros.alignment import STORAGE_TEMPLATE, align_faces
     from face_recognition_ros.detection import RetinaFaceDetector
-    from face_recognition_ros.imageio import load_image
+    from face_recognition_ros.image_files import load_image
 
     detector = RetinaFaceDetector(max_size=320)
     for name in ("obama-480p.jpg", "biden.jpg"):

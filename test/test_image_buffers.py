@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from face_recognition_ros.errors import ImageError
-from face_recognition_ros.image_conversion import (
+from face_recognition_ros.image_buffers import (
     SUPPORTED_ENCODINGS,
     compressed_to_rgb,
     image_to_rgb,

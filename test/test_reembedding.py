@@ -11,7 +11,7 @@ import pytest
 from face_recognition_ros.alignment import AlignmentTemplate
 from face_recognition_ros.cli.main import main
 from face_recognition_ros.gallery import Gallery
-from face_recognition_ros.imageio import load_image
+from face_recognition_ros.image_files import load_image
 from face_recognition_ros.pipeline import PipelineConfig, RecognitionPipeline
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 
 from ..errors import FaceRecognitionError, ImageError
-from ..imageio import decode_image
+from ..image_files import decode_image
 from .common import add_model_options, emit_json, scratch_pipeline
 
 STAGES = ("decode", "detect", "align", "embed", "match")

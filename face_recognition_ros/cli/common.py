@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from ..errors import GalleryError
+from ..errors import FaceRecognitionError, GalleryError
 
 
 def add_gallery_option(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +34,8 @@ def add_model_options(parser: argparse.ArgumentParser, gallery: bool = True) -> 
     group.add_argument("--min-face-size", type=int, default=20, help="smallest face side in pixels")
     group.add_argument("--detector-max-size", type=int, default=640,
                        help="frames with a longer side are downscaled to this for detection (0: never)")
-    group.add_argument("--max-faces", type=int, default=10, help="most faces handled per frame")
+    group.add_argument("--max-faces", type=int, default=10,
+                       help="most faces recognised per frame, the largest ones (0: no limit; default 10)")
     if gallery:
         add_gallery_option(parser)
 
@@ -57,6 +58,13 @@ def open_gallery(args: argparse.Namespace, create: bool):
     return Gallery(path, create=create)
 
 
+def max_faces(args: argparse.Namespace) -> int | None:
+    """``--max-faces``: None for no limit (0), else the positive limit."""
+    if args.max_faces < 0:
+        raise FaceRecognitionError(f"--max-faces must be 0 (no limit) or positive, got {args.max_faces}")
+    return args.max_faces or None
+
+
 def pipeline_from_args(args: argparse.Namespace, gallery=None):
     from ..pipeline import PipelineConfig, RecognitionPipeline
 
@@ -71,7 +79,7 @@ def pipeline_from_args(args: argparse.Namespace, gallery=None):
         match_margin=args.margin,
         min_face_size=args.min_face_size,
         detector_max_size=args.detector_max_size or None,
-        max_faces=args.max_faces,
+        max_faces=max_faces(args),
     )
     if gallery is None:
         gallery = open_gallery(args, create=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import numpy as np
 from ..alignment import align_faces
 from ..data_paths import data_root
 from ..errors import FaceRecognitionError, ImageError
-from ..imageio import load_image
+from ..image_files import load_image
 from ..types import Detections
 from .common import add_model_options, emit_json, scratch_pipeline
 
@@ -132,10 +133,7 @@ def run_identify(args: argparse.Namespace) -> int:
     pipeline = scratch_pipeline(args)
 
     def embed_image(path: Path) -> np.ndarray | None:
-        try:
-            batch = pipeline.analyze(load_image(path))
-        except ImageError:
-            return None
+        batch = pipeline.analyze(load_image(path))  # an unreadable file raises, and is counted as such
         if len(batch) == 0:
             return None
         return batch.embeddings[batch.detections.largest_index()]
@@ -146,6 +144,8 @@ def run_identify(args: argparse.Namespace) -> int:
         k=pipeline.matcher.k, progress=not args.json,
     )
     result["encoder"] = pipeline.encoder.identity
+    for problem in result["skipped_files"] + result["unreadable"]:
+        print(f"warning: {problem}", file=sys.stderr)
     _print_result(result, args.json)
     return 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ImageError, NoFaceError
-from ..imageio import iter_image_files, load_image
+from ..image_files import find_images, load_image
 from .common import add_gallery_option, add_model_options, emit_json, open_gallery, pipeline_from_args
 
 
@@ -49,11 +49,11 @@ def run_enroll(args: argparse.Namespace) -> int:
     from ..gallery import validate_name
 
     name = validate_name(args.name)  # fail before loading any model
-    files = iter_image_files(args.paths)
-    if not files:
+    listing = find_images(args.paths)
+    if not listing.images:
         raise ImageError(f"no image files in {' '.join(args.paths)}")
     images, sources = [], []
-    for path in files:
+    for path in listing.images:
         images.append(load_image(path))  # any unreadable file aborts before the gallery is touched
         sources.append(str(path))
     pipeline = pipeline_from_args(args)
@@ -61,6 +61,7 @@ def run_enroll(args: argparse.Namespace) -> int:
         result = pipeline.enroll_images(name, images, sources)
     except NoFaceError as error:
         raise NoFaceError(f"{name}: {error}; nothing was enrolled") from None
+    result.skipped += [f"{path}: {reason}" for path, reason in listing.skipped]
     if args.json:
         emit_json({"name": name, "person_id": result.person_id, "created": result.created,
                    "samples_added": result.samples_added, "skipped": result.skipped})

@@ -14,7 +14,7 @@ EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import bench_command, eval_commands, gallery_commands, optional_commands, recognize_command
+    from . import bench_command, demo_command, eval_commands, gallery_commands, optional_commands, recognize_command
 
     parser = argparse.ArgumentParser(
         prog="face-recognition-ros",
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     gallery_commands.add_parsers(subparsers)
     recognize_command.add_parser(subparsers)
+    demo_command.add_parser(subparsers)
     eval_commands.add_parsers(subparsers)
     bench_command.add_parser(subparsers)
     optional_commands.add_parsers(subparsers)
@@ -37,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # OpenCV's own warnings (a video backend declining a file that turns out not to be a video)
+        # are noise to a CLI user; every problem that matters reaches them as a one-line error.
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     try:
         return int(args.func(args) or 0)
     except FaceRecognitionError as error:

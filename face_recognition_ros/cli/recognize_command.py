@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from ..errors import FaceRecognitionError, ImageError
-from ..imageio import IMAGE_SUFFIXES, VIDEO_SUFFIXES, iter_image_files, load_image, to_rgb8
+from ..frame_sources import VideoFrames
+from ..image_files import find_images, is_image_file, load_image
 from .common import add_model_options, emit_json, pipeline_from_args
 
 
@@ -38,18 +37,6 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run_recognize)
 
 
-def _video_frames(capture: cv2.VideoCapture, every: int, max_frames: int | None) -> Iterator[tuple[int, np.ndarray]]:
-    index = processed = 0
-    while max_frames is None or processed < max_frames:
-        ok, bgr = capture.read()
-        if not ok:
-            return
-        if index % every == 0:
-            processed += 1
-            yield index, to_rgb8(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), f"frame {index}")
-        index += 1
-
-
 def _report(source: str, frame: int | None, result, as_json: bool) -> None:
     if as_json:
         emit_json({"source": source, "frame": frame, "faces": [face.to_json() for face in result.faces]})
@@ -64,39 +51,59 @@ def _report(source: str, frame: int | None, result, as_json: bool) -> None:
               f"at [{x1}, {y1}, {x2}, {y2}]")
 
 
+def _warn_dropped(where: str, result, limit: int | None) -> None:
+    print(f"warning: {where}: {len(result.faces) + result.faces_dropped} faces found, only the {limit} largest "
+          "were recognised (--max-faces 0 recognises every face)", file=sys.stderr)
+
+
 def run_recognize(args: argparse.Namespace) -> int:
+    if args.every < 1:
+        raise FaceRecognitionError("--every must be at least 1")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise FaceRecognitionError("--max-frames must be at least 1")
+    if args.camera is not None:
+        return _run_video(args, VideoFrames(args.camera))
+    path = Path(args.path)
+    if not path.exists():
+        raise ImageError(f"{path}: no such file or folder")
+    if path.is_file() and not is_image_file(path):
+        try:
+            frames = VideoFrames(path)
+        except ImageError:
+            raise ImageError(f"{path}: not an image or a video this software can read") from None
+        return _run_video(args, frames)
+    return _run_images(args, path)
+
+
+def _run_images(args: argparse.Namespace, path: Path) -> int:
     from tqdm import tqdm
 
     from ..annotate import annotate
 
-    if args.every < 1:
-        raise FaceRecognitionError("--every must be at least 1")
-    pipeline = pipeline_from_args(args)
-    if args.camera is not None or Path(args.path).suffix.lower() in VIDEO_SUFFIXES:
-        return _run_video(args, pipeline)
-    path = Path(args.path)
-    if not path.exists():
-        raise ImageError(f"{path}: no such file or folder")
-    if path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES:
-        raise ImageError(f"{path}: not an image or video file (by its extension)")
-    files = iter_image_files([path])
-    if path.is_dir() and not files:
+    listing = find_images([path])
+    if path.is_dir() and not listing.images:
         raise ImageError(f"{path}: folder holds no images")
+    for skipped, reason in listing.skipped:
+        print(f"skipping {skipped}: {reason}", file=sys.stderr)
+    pipeline = pipeline_from_args(args)
     out = Path(args.annotate) if args.annotate else None
     if out and path.is_dir():
         out.mkdir(parents=True, exist_ok=True)
-    failures = 0
+    files = listing.images
+    failures = len(listing.skipped)
     for file in tqdm(files, desc="images", unit="img", disable=len(files) < 2 or None, file=sys.stderr):
         try:
             image = load_image(file)
         except ImageError as error:
             # In a folder, one bad file is reported and skipped; a single bad file is an error.
-            if len(files) == 1:
+            if len(files) == 1 and not path.is_dir():
                 raise
             print(f"error: {error}", file=sys.stderr)
             failures += 1
             continue
         result = pipeline.process(image)
+        if result.faces_dropped:
+            _warn_dropped(str(file), result, pipeline.detector.max_faces)
         _report(str(file), None, result, args.json)
         if out:
             target = out / file.relative_to(path).with_suffix(".png") if path.is_dir() else out
@@ -106,49 +113,53 @@ def run_recognize(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _run_video(args: argparse.Namespace, pipeline) -> int:
+def _run_video(args: argparse.Namespace, frames: VideoFrames) -> int:
     from tqdm import tqdm
 
     from ..annotate import annotate
-
-    source = f"camera {args.camera}" if args.camera is not None else args.path
-    if args.camera is None and not Path(args.path).is_file():
-        raise ImageError(f"{args.path}: no such video file")
-    capture = cv2.VideoCapture(args.camera if args.camera is not None else args.path)
-    if not capture.isOpened():
-        raise ImageError(f"{source}: cannot open the video (unsupported or corrupt)")
-    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     from ..tracking import FaceTracker
 
+    pipeline = pipeline_from_args(args)
     tracker = None if args.no_tracking else FaceTracker()
     writer = None
     start = time.perf_counter()
-    frames = 0
+    processed = 0
+    dropped_frames = 0
+    total = frames.frame_count and frames.frame_count // args.every
+    if args.max_frames is not None and total:
+        total = min(total, args.max_frames)
     try:
-        progress = tqdm(_video_frames(capture, args.every, args.max_frames), total=total and total // args.every,
-                        desc="frames", unit="frame", file=sys.stderr, disable=None)
-        for index, image in progress:
-            result = pipeline.process(image)
+        progress = tqdm(frames.frames(), total=total, desc="frames", unit="frame", file=sys.stderr, disable=None)
+        for frame in progress:
+            if frame.index % args.every:
+                continue
+            result = pipeline.process(frame.rgb)
             if tracker is not None:
                 tracker.apply(result.faces)  # as the ROS node does
-            frames += 1
-            _report(source, index, result, args.json)
+            if result.faces_dropped:
+                if not dropped_frames:
+                    _warn_dropped(f"{frames.name}#{frame.index}", result, pipeline.detector.max_faces)
+                dropped_frames += 1
+            processed += 1
+            _report(frames.name, frame.index, result, args.json)
             if args.annotate:
                 if writer is None:
-                    height, width = image.shape[:2]
-                    writer = cv2.VideoWriter(args.annotate, cv2.VideoWriter_fourcc(*"mp4v"), fps / args.every,
-                                             (width, height))
+                    height, width = frame.rgb.shape[:2]
+                    writer = cv2.VideoWriter(args.annotate, cv2.VideoWriter_fourcc(*"mp4v"),
+                                             frames.rate_hz / args.every, (width, height))
                     if not writer.isOpened():
                         raise ImageError(f"{args.annotate}: cannot write a video there")
-                writer.write(cv2.cvtColor(annotate(image, result.faces), cv2.COLOR_RGB2BGR))
+                writer.write(cv2.cvtColor(annotate(frame.rgb, result.faces), cv2.COLOR_RGB2BGR))
+            if args.max_frames is not None and processed >= args.max_frames:
+                break
     finally:
-        capture.release()
         if writer is not None:
             writer.release()
-    if frames == 0:
-        raise ImageError(f"{source}: no frame could be read")
+    if processed == 0:
+        raise ImageError(f"{frames.name}: no frame could be read")
+    if dropped_frames > 1:
+        print(f"warning: {dropped_frames} frames had more faces than --max-faces", file=sys.stderr)
     if not args.json:
         elapsed = time.perf_counter() - start
-        print(f"{frames} frame(s) in {elapsed:.1f} s ({frames / elapsed:.1f} frames/s)", file=sys.stderr)
+        print(f"{processed} frame(s) in {elapsed:.1f} s ({processed / elapsed:.1f} frames/s)", file=sys.stderr)
     return 0

@@ -151,15 +151,18 @@ class RetinaFaceDetector:
         big_enough = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= self.min_face_size
         boxes, landmarks, scores = boxes[big_enough], landmarks[big_enough], scores[big_enough]
         keep = nms(boxes, scores, self.nms_threshold)
+        dropped = 0
         if self.max_faces is not None and keep.size > self.max_faces:
             # The largest faces are the closest people: those are the ones a robot interacts with.
             areas = (boxes[keep, 2] - boxes[keep, 0]) * (boxes[keep, 3] - boxes[keep, 1])
             largest = np.sort(np.argsort(-areas, kind="stable")[: self.max_faces])
+            dropped = int(keep.size - self.max_faces)
             keep = keep[largest]
         return Detections(
             boxes=np.ascontiguousarray(boxes[keep], np.float32),
             landmarks=np.ascontiguousarray(landmarks[keep], np.float32),
             scores=np.ascontiguousarray(scores[keep], np.float32),
+            dropped=dropped,
         )
 
 
@@ -170,7 +173,7 @@ def validate_frame(image: np.ndarray) -> None:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise DetectorInputError(
             f"detector input must be (H, W, 3) uint8 RGB, got shape {image.shape} dtype {image.dtype}"
-            " (normalise it with face_recognition_ros.imageio.to_rgb8)"
+            " (normalise it with face_recognition_ros.image_files.to_rgb8)"
         )
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..data_paths import data_root
 from ..errors import EvaluationError
-from ..imageio import decode_image, load_image
+from ..image_files import decode_image, load_image
 
 FRAME_SIZE = (640, 480)  # width, height
 STAGES = ("decode", "detect", "align", "embed", "match")

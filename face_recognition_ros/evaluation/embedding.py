@@ -9,24 +9,35 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from face_recognition_ros.errors import EvaluationError
+from face_recognition_ros.errors import EvaluationError, ImageError
 
+#: returns the face's embedding, None when no face was found, or raises ImageError for an unreadable file
 EmbedImage = Callable[[Path], "np.ndarray | None"]
 
 
 def embed_images(
-    embed_image: EmbedImage, paths: Sequence[Path], progress: bool = True, description: str = "embedding"
+    embed_image: EmbedImage, paths: Sequence[Path], progress: bool = True, description: str = "embedding",
+    unreadable: list[str] | None = None,
 ) -> tuple[list[np.ndarray | None], float]:
     """Unit float32 embeddings (None where no face was found) and the mean seconds per image.
 
     Embeddings are re-normalised so a caller returning a nearly-unit vector still gives exact
     cosine similarities; a vector of the wrong shape, with NaNs, or of zero length is an error.
+    A file ``embed_image`` cannot read (``ImageError``) gives None too, and its error message is
+    added to ``unreadable``, so that a broken file is reported as such and not as a missed face.
     """
     embeddings: list[np.ndarray | None] = []
     dimension: int | None = None
     started = time.perf_counter()
     for path in tqdm(paths, desc=description, unit="img", disable=not progress):
-        raw = embed_image(path)
+        try:
+            raw = embed_image(path)
+        except ImageError as error:
+            if unreadable is None:
+                raise
+            unreadable.append(str(error))
+            embeddings.append(None)
+            continue
         if raw is None:
             embeddings.append(None)
             continue

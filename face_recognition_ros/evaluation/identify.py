@@ -7,7 +7,9 @@ their images are queries; each remaining (known) person has ``enroll_per_identit
 images enrolled and the rest queried. Enrollment images without a face are left out (that
 person enrolls fewer samples). A query without a face is reported unknown, as the live system
 would: a false reject for a known person, a correct reject for an unknown one; all such images
-count in ``failed_detections``.
+count in ``failed_detections``. Files that cannot be read are treated the same way but counted in
+``unreadable_images`` (with their errors in ``unreadable``), and files in the identity folders that
+are not images at all are listed in ``skipped_files``: neither is mistaken for a missed face.
 
 Scores (over queries):
 - ``rank1``: closed-set, known queries whose best-scoring person (same k-NN scoring as the
@@ -32,26 +34,28 @@ from face_recognition_ros.errors import EvaluationError
 from face_recognition_ros.evaluation.embedding import EmbedImage, embed_images
 from face_recognition_ros.evaluation.metrics import f1_from_counts, precision_from_counts, recall_from_counts
 from face_recognition_ros.gallery import GalleryEmbeddings
+from face_recognition_ros.image_files import find_images
 from face_recognition_ros.matching import Matcher
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
+def list_identities(data_dir: str | Path, skipped: list[str] | None = None) -> dict[str, list[Path]]:
+    """Identity folder name -> its image files (sorted), for every sub-folder holding images.
 
-def list_identities(data_dir: str | Path) -> dict[str, list[Path]]:
-    """Identity folder name -> its image files (sorted), for every sub-folder holding images."""
+    What counts as an image is its content (``image_files``), not its name; other files are added
+    to ``skipped`` (as "path: reason") when a list is given.
+    """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise EvaluationError(f"identification data folder not found: {data_dir}")
     identities = {}
     for folder in sorted(path for path in data_dir.iterdir() if path.is_dir() and not path.name.startswith(".")):
-        images = sorted(
-            path for path in folder.iterdir()
-            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
-        )
-        if images:
-            identities[folder.name] = images
+        listing = find_images([folder], recursive=False)
+        if skipped is not None:
+            skipped += [f"{path}: {reason}" for path, reason in listing.skipped]
+        if listing.images:
+            identities[folder.name] = listing.images
     if not identities:
-        raise EvaluationError(f"no identity folders with images ({', '.join(IMAGE_SUFFIXES)}) in {data_dir}")
+        raise EvaluationError(f"no identity folders with images in {data_dir} (expected <identity>/<image> files)")
     return identities
 
 
@@ -102,7 +106,8 @@ def evaluate_identification(
     matcher = _make_matcher(threshold, margin, k)
     closed_set = _make_matcher(-1.0, 0.0, k)  # accepts every query's best person
 
-    identities = list_identities(data_dir)
+    skipped_files: list[str] = []
+    identities = list_identities(data_dir, skipped_files)
     eligible = [name for name, images in identities.items() if len(images) > enroll_per_identity]
     unknown_count = int(round(unknown_fraction * len(eligible)))
     if len(eligible) - unknown_count < 1:
@@ -129,10 +134,11 @@ def evaluate_identification(
         query_paths += identities[name]
         query_ids += [None] * len(identities[name])
 
+    unreadable: list[str] = []
     vectors, seconds_per_image = embed_images(
-        embed_image, enroll_paths + query_paths, progress, description="identification images"
+        embed_image, enroll_paths + query_paths, progress, description="identification images", unreadable=unreadable
     )
-    failed_detections = sum(vector is None for vector in vectors)
+    failed_detections = sum(vector is None for vector in vectors) - len(unreadable)
     dimension = next((vector.size for vector in vectors if vector is not None), None)
     if dimension is None:
         raise EvaluationError(f"embed_image found no face in any of the {len(vectors)} images of {data_dir}")
@@ -181,6 +187,9 @@ def evaluate_identification(
         "unknown_queries": len(unknown_decisions),
         "enrolled_images": len(enrolled),
         "failed_detections": failed_detections,
+        "unreadable_images": len(unreadable),
+        "unreadable": unreadable,
+        "skipped_files": skipped_files,
         "seconds_per_image": seconds_per_image,
         "threshold": matcher.threshold,
         "margin": matcher.margin,

@@ -12,7 +12,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
 
-from face_recognition_ros.image_conversion import compressed_to_rgb, image_to_rgb, rgb_to_image_fields
+from face_recognition_ros.image_buffers import compressed_to_rgb, image_to_rgb, rgb_to_image_fields
 from face_recognition_ros.msg import FaceIdentities, FaceIdentity
 from face_recognition_ros.types import FaceResult, FrameResult
 

@@ -8,10 +8,6 @@ subscribers accept.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import cv2
-import numpy as np
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
@@ -20,66 +16,9 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from face_recognition_ros.errors import FaceRecognitionError, ImageError
-from face_recognition_ros.image_conversion import rgb_to_image_fields
-from face_recognition_ros.imageio import load_image
+from face_recognition_ros.frame_sources import FOLDER_RATE_HZ, open_frames
+from face_recognition_ros.image_buffers import rgb_to_image_fields
 from face_recognition_ros.ros.shutdown import ignore_further_interrupts
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-FOLDER_DEFAULT_RATE_HZ = 2.0
-VIDEO_FALLBACK_RATE_HZ = 30.0  # when the container does not say
-
-
-class _VideoFrames:
-    """Frames of a video file as RGB arrays, rewinding on request."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._capture = cv2.VideoCapture(str(path))
-        if not self._capture.isOpened():
-            raise ImageError(f"cannot open video {path}")
-        fps = self._capture.get(cv2.CAP_PROP_FPS)
-        self.rate_hz = float(fps) if fps and 0.0 < fps < 1000.0 else VIDEO_FALLBACK_RATE_HZ
-
-    def next(self) -> np.ndarray | None:
-        ok, bgr = self._capture.read()
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if ok else None
-
-    def rewind(self) -> None:
-        self._capture.release()
-        self._capture = cv2.VideoCapture(str(self._path))
-
-
-class _FolderFrames:
-    """The images of a folder, in name order, as RGB arrays."""
-
-    rate_hz = FOLDER_DEFAULT_RATE_HZ
-
-    def __init__(self, path: Path) -> None:
-        self._files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not self._files:
-            raise ImageError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {path}")
-        self._index = 0
-
-    def next(self) -> np.ndarray | None:
-        if self._index >= len(self._files):
-            return None
-        path = self._files[self._index]
-        self._index += 1
-        return load_image(path)
-
-    def rewind(self) -> None:
-        self._index = 0
-
-
-def open_frames(path: str) -> _VideoFrames | _FolderFrames:
-    source = Path(path).expanduser()
-    if not path:
-        raise ImageError("parameter 'path' is empty: give a video file or an image folder")
-    if source.is_dir():
-        return _FolderFrames(source)
-    if not source.is_file():
-        raise ImageError(f"no video file or image folder at {source}")
-    return _VideoFrames(source)
 
 
 class VideoSourceNode(Node):
@@ -88,7 +27,7 @@ class VideoSourceNode(Node):
         self.declare_parameter("path", "", ParameterDescriptor(
             description="Video file, or folder of images published in name order", read_only=True))
         self.declare_parameter("rate", 0.0, ParameterDescriptor(
-            description=f"Frames per second (0.0 = the video's own rate; {FOLDER_DEFAULT_RATE_HZ:g} for a folder)",
+            description=f"Frames per second (0.0 = the video's own rate; {FOLDER_RATE_HZ:g} for a folder)",
             floating_point_range=[FloatingPointRange(from_value=0.0, to_value=240.0, step=0.0)], read_only=True))
         self.declare_parameter("loop", True, ParameterDescriptor(
             description="Start over at the end (false: exit after the last frame)", read_only=True))
@@ -96,13 +35,14 @@ class VideoSourceNode(Node):
             description="header.frame_id of the published images", read_only=True))
         self.declare_parameter("encoding", "bgr8", ParameterDescriptor(
             description="Published encoding: bgr8 (like most camera drivers) or rgb8", read_only=True))
-        self._frames = open_frames(self.get_parameter("path").value)
+        self._source = open_frames(self.get_parameter("path").value, self.get_parameter("rate").value or None)
+        self._frames = self._source.frames()
         self._loop = bool(self.get_parameter("loop").value)
         self._frame_id = self.get_parameter("frame_id").value
         self._encoding = self.get_parameter("encoding").value
         if self._encoding not in ("bgr8", "rgb8"):
             raise ImageError(f"parameter 'encoding' must be bgr8 or rgb8, got {self._encoding!r}")
-        rate = self.get_parameter("rate").value or self._frames.rate_hz
+        rate = self._source.rate_hz
         self.published = 0
         self.finished = False
         self._publisher = self.create_publisher(
@@ -113,16 +53,16 @@ class VideoSourceNode(Node):
             + (" (looping)" if self._loop else ""))
 
     def _publish_next(self) -> None:
-        rgb = self._frames.next()
-        if rgb is None and self._loop:
-            self._frames.rewind()
-            rgb = self._frames.next()
-        if rgb is None:
+        frame = next(self._frames, None)
+        if frame is None and self._loop:
+            self._frames = self._source.frames()
+            frame = next(self._frames, None)
+        if frame is None:
             self.get_logger().info(f"end of input after {self.published} frames")
             self._timer.cancel()
             self.finished = True
             return
-        encoding, height, width, step, data = rgb_to_image_fields(rgb, self._encoding)
+        encoding, height, width, step, data = rgb_to_image_fields(frame.rgb, self._encoding)
         msg = Image(height=height, width=width, encoding=encoding, is_bigendian=0, step=step)
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.header.frame_id = self._frame_id

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import logging
+
 import cv2
 import numpy as np
 import platformdirs
@@ -23,9 +25,9 @@ from tqdm import tqdm
 from ..alignment import STORAGE_TEMPLATE, AlignmentTemplate, align_faces, estimate_similarity_transforms
 from ..atomic_file import atomic_path
 from ..errors import FaceRecognitionError, ImageError
-from ..imageio import load_image
+from ..image_files import find_images, load_image
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 
@@ -117,14 +119,21 @@ def default_cache_dir(dataset_root: str | Path) -> Path:
     return Path(platformdirs.user_cache_dir("face_recognition_ros")) / "faces" / f"{dataset_root.name}-{digest}"
 
 
-def list_identity_images(dataset_root: str | Path) -> list[Path]:
-    """Image files one folder deep (``root/<identity>/<image>``), sorted."""
+def list_identity_images(dataset_root: str | Path, skipped: list[Path] | None = None) -> list[Path]:
+    """Image files one folder deep (``root/<identity>/<image>``), sorted; an image is known by its content.
+
+    Files in identity folders that are not images are added to ``skipped`` when a list is given.
+    """
     dataset_root = Path(dataset_root)
     if not dataset_root.is_dir():
         raise DatasetError(f"dataset folder {dataset_root} does not exist")
-    paths = sorted(
-        path for path in dataset_root.glob("*/*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-    )
+    folders = sorted(p for p in dataset_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    paths: list[Path] = []
+    for folder in folders:
+        listing = find_images([folder], recursive=False)
+        paths += listing.images
+        if skipped is not None:
+            skipped += [path for path, _ in listing.skipped]
     if not paths:
         raise DatasetError(f"no images found in {dataset_root} (expected <identity>/<image> folders)")
     return paths
@@ -148,9 +157,17 @@ def build_face_cache(
     root.mkdir(parents=True, exist_ok=True)
     cache = FaceCache.open(root) if (root / MANIFEST).is_file() else FaceCache(root, str(dataset_root))
     done = {face.source for face in cache.faces} | set(cache.no_face) | set(cache.unreadable)
-    todo = [Path(p) for p in (paths if paths is not None else list_identity_images(dataset_root))]
+    not_images: list[Path] = []
+    todo = [Path(p) for p in (paths if paths is not None else list_identity_images(dataset_root, not_images))]
+    new_not_images = [path for path in not_images if source_name(path, dataset_root) not in done]
+    for path in new_not_images:
+        # Listed, so that the summary counts it instead of the file vanishing without a word.
+        log.warning("%s: not an image, left out of the dataset", path)
+        cache.unreadable.append(source_name(path, dataset_root))
     todo = [p for p in todo if source_name(p, dataset_root) not in done]
     if not todo:
+        if new_not_images:
+            cache.save()
         return cache
     if detector is None:
         from ..detection import RetinaFaceDetector

@@ -32,7 +32,7 @@ from rosbag2_interfaces.srv import PlayNext  # noqa: E402
 
 from face_recognition_ros.bags import process_bag, video_to_bag  # noqa: E402
 from face_recognition_ros.gallery import Gallery  # noqa: E402
-from face_recognition_ros.imageio import load_image  # noqa: E402
+from face_recognition_ros.image_files import load_image  # noqa: E402
 from face_recognition_ros.pipeline import PipelineConfig, RecognitionPipeline  # noqa: E402
 from face_recognition_ros.tracking import FaceTracker  # noqa: E402
 from ros_helpers import RecognizerClient  # noqa: E402

@@ -1,4 +1,4 @@
-"""image_conversion agrees pixel for pixel with the real cv_bridge (run with ROS 2 sourced).
+"""image_buffers agrees pixel for pixel with the real cv_bridge (run with ROS 2 sourced).
 
 Known differences of cv_bridge's Python layer that these tests work around, on purpose:
 - rows padded by a byte count that is not a whole number of pixels (e.g. rgb8, width 641, step
@@ -28,7 +28,7 @@ except ImportError as error:
         pytest.fail(f"{REQUIRE_ENV}=1 but cv_bridge cannot be imported ({error})", pytrace=False)
     pytest.skip(f"ROS 2 with cv_bridge is not sourced ({error})", allow_module_level=True)
 
-from face_recognition_ros.image_conversion import compressed_to_rgb, image_to_rgb  # noqa: E402
+from face_recognition_ros.image_buffers import compressed_to_rgb, image_to_rgb  # noqa: E402
 
 BRIDGE = cv_bridge.CvBridge()
 RNG = np.random.default_rng(11)
