@@ -5,16 +5,20 @@
 #   scripts/ros_tests.sh -k launch -x    # extra arguments go to pytest
 #   scripts/ros_tests.sh test/ros/test_recognizer_launch.py -v
 #
-# ROS 2 is sourced from /opt/ros/$ROS_DISTRO (default jazzy) unless a ROS environment is already
-# active. The run is isolated: its own ROS_DOMAIN_ID (unless you set one) and localhost-only
-# discovery. FACE_RECOGNITION_REQUIRE_ROS=1 (the default here) turns "ROS missing" into a failure
-# instead of a skip. Exits non-zero when the build or any test fails.
+# ROS 2 is sourced from /opt/ros/$ROS_DISTRO (default: the one installed in /opt/ros, jazzy first)
+# unless a ROS environment is already active. The run is isolated: its own ROS_DOMAIN_ID (unless
+# you set one) and localhost-only discovery. FACE_RECOGNITION_REQUIRE_ROS=1 (the default here, since
+# this script is only run where a ROS is meant to be) turns "ROS missing" into a failure instead of
+# a skip. Exits non-zero when the build or any test fails.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORKSPACE="$REPO/build/ros_ws"
 
 if [ -z "${AMENT_PREFIX_PATH:-}" ]; then
+  if [ -z "${ROS_DISTRO:-}" ]; then
+    for distro in jazzy humble; do [ -f "/opt/ros/$distro/setup.bash" ] && { ROS_DISTRO=$distro; break; }; done
+  fi
   ROS_SETUP="/opt/ros/${ROS_DISTRO:-jazzy}/setup.bash"
   if [ ! -f "$ROS_SETUP" ]; then
     echo "ros_tests.sh: no ROS 2 at $ROS_SETUP (set ROS_DISTRO, or source your ROS 2 first)" >&2
