@@ -21,7 +21,7 @@ def register_encoder(name: str) -> Callable[[Callable[..., FaceEncoder]], Callab
 
 def _load_builtin() -> None:
     # Imported lazily so that ``import face_recognition_ros.encoders`` stays cheap.
-    from . import dlib_resnet, efficientnet  # noqa: F401
+    from . import dlib_resnet, efficientnet, mobileface  # noqa: F401
 
 
 def available_encoders() -> list[str]:
