@@ -258,7 +258,7 @@ def tiny_lfw(tmp_path: Path, media_dir: Path) -> Path:
 
 @pytest.fixture
 def effnet_copy(tmp_path: Path) -> Path:
-    from face_recognition_ros.encoders.efficientnet import DEFAULT_WEIGHTS
+    from face_recognition_ros.encoders.efficientnet_checkpoint import DEFAULT_WEIGHTS
 
     path = tmp_path / "model" / "efficientnet_b0.pt"
     path.parent.mkdir()

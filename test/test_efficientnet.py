@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from face_recognition_ros.encoders import efficientnet
-from face_recognition_ros.encoders.efficientnet import (
+from face_recognition_ros.encoders.efficientnet import EfficientNetEncoder
+from face_recognition_ros.encoders.efficientnet_checkpoint import (
     DEFAULT_WEIGHTS,
-    EfficientNetEmbedder,
-    EfficientNetEncoder,
     record_lfw_threshold,
     save_deploy_checkpoint,
 )
+from face_recognition_ros.encoders.efficientnet_network import EfficientNetEmbedder
 from face_recognition_ros.errors import ModelError
 
 # One thread: on a shared, oversubscribed CPU two torch threads can run ten times slower.

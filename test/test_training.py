@@ -23,7 +23,7 @@ from face_recognition_ros.training.data import (
     make_val_pairs,
     split_identities,
 )
-from face_recognition_ros.training.export import embed_arrays, export_encoder
+from face_recognition_ros.training.deploy import embed_arrays, export_encoder
 from face_recognition_ros.training.losses import DistillationLoss, MetricLoss, PairClassifierLoss
 from face_recognition_ros.training.module import FaceEmbeddingModule
 from face_recognition_ros.training.runner import train

@@ -98,7 +98,7 @@ def run_lfw(args: argparse.Namespace) -> int:
     result["encoder"] = pipeline.encoder.identity
     result["missing_face_policy"] = "aligned with LFW's mean face layout"
     if args.record_threshold:
-        from ..encoders.efficientnet import record_lfw_threshold
+        from ..encoders.efficientnet_checkpoint import record_lfw_threshold
 
         threshold = float(np.mean(result["thresholds"]))
         record_lfw_threshold(args.encoder_weights, threshold,

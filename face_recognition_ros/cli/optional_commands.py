@@ -1,4 +1,4 @@
-"""Sub-commands whose code lives with its own area: train, export, bag, video-to-bag."""
+"""Sub-commands whose code lives with its own area: train, export-checkpoint, export, bag, video-to-bag."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from __future__ import annotations
 def add_parsers(subparsers) -> None:
     # Each area exposes add_*_parser(subparsers) and registers its own func.
     from ..training import cli as training_cli
-    from .. import export
+    from .. import engine_export
     from . import bag_commands
 
     training_cli.add_train_parser(subparsers)
-    export.add_export_parser(subparsers)
+    training_cli.add_export_parser(subparsers)
+    engine_export.add_export_parser(subparsers)
     bag_commands.add_parsers(subparsers)

@@ -1,4 +1,4 @@
-"""``face-recognition-ros train`` (and ``export``): command-line entry points of the training pipeline."""
+"""``face-recognition-ros train`` and ``export-checkpoint``: command-line entry points of the training pipeline."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
 
 def add_export_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "export", help="export a training checkpoint as the efficientnet_b0 deploy checkpoint",
+        "export-checkpoint", help="turn a training checkpoint into the efficientnet_b0 deploy checkpoint",
         description="Calibrate the threshold on the run's validation pairs and write the deploy checkpoint.",
     )
     parser.add_argument("checkpoint", help="Lightning checkpoint of a training run")
@@ -66,7 +66,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from .export import export_encoder
+    from .deploy import export_encoder
 
     print(json.dumps(export_encoder(args.checkpoint, Path(args.out), half=args.half or None), indent=2))
     return 0

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..encoders.efficientnet import EfficientNetEmbedder, Preprocessing, load_deploy_checkpoint
+from ..encoders.efficientnet_checkpoint import load_deploy_checkpoint
+from ..encoders.efficientnet_network import EfficientNetEmbedder, Preprocessing
 from ..errors import ModelError
 from ..evaluation.metrics import accuracy, best_threshold, roc_auc, tar_at_far
 from .config import TrainConfig, config_from_dict

@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from .config import TrainConfig
 from .data import FaceDataModule
-from .export import export_encoder
+from .deploy import export_encoder
 from .module import MONITOR, FaceEmbeddingModule, load_network_weights
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from face_recognition_ros import export
+from face_recognition_ros import engine_export as export
 from face_recognition_ros.backends import probes
 from face_recognition_ros.errors import BackendUnavailableError, FaceRecognitionError, ModelError
 

@@ -17,7 +17,7 @@ from .backends.attach import BackendOptionError
 from .errors import BackendUnavailableError
 
 FORMATS = ("onnx", "tensorrt")
-_LOG = logging.getLogger("face_recognition_ros.export")
+_LOG = logging.getLogger("face_recognition_ros.engine_export")
 
 
 def export_component(

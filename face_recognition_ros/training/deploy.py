@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..encoders.efficientnet import DEFAULT_WEIGHTS, save_deploy_checkpoint
+from ..encoders.efficientnet_checkpoint import DEFAULT_WEIGHTS, save_deploy_checkpoint
 from ..errors import ModelError
 from .data import FaceArrays, FaceDataModule
 from .module import FaceEmbeddingModule, pair_metrics
