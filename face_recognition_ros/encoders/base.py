@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..alignment import AlignmentTemplate
+from ..backends.runners import RunnerHolder
 
 
 def file_sha256(path: str | Path, length: int = 16) -> str:
@@ -26,13 +27,14 @@ def l2_normalize(embeddings: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return (embeddings / np.maximum(norms, eps)).astype(np.float32)
 
 
-class FaceEncoder(ABC):
+class FaceEncoder(RunnerHolder, ABC):
     """Aligned face crops in, L2-normalised embeddings out.
 
     An encoder owns its alignment template (where the landmarks go, and the crop size), its
     pre-processing and a torch network. The network takes the pre-processed float tensor
-    (N, 3, H, W) and returns raw embeddings (N, D); inference backends (torch, ONNX Runtime,
-    TensorRT) run that network, so a new encoder works with every backend for free.
+    (N, 3, H, W) and returns raw embeddings (N, D); it runs through the encoder's runner
+    (``backends``: plain torch on ``device`` until a backend is attached), so a new encoder works
+    with every backend for free.
     """
 
     #: registry name, e.g. ``dlib_resnet``
@@ -46,7 +48,6 @@ class FaceEncoder(ABC):
     revision: int = 1
 
     def __init__(self) -> None:
-        self._runner = None  # set by backends.attach_backend; None means plain torch on self.device
         self.device = torch.device("cpu")
 
     @property
@@ -107,10 +108,4 @@ class FaceEncoder(ABC):
             raise ValueError(
                 f"{self.name} needs {width}x{height} crops, got {faces.shape[2]}x{faces.shape[1]}"
             )
-        batch = self.preprocess(faces)
-        if self._runner is not None:
-            raw = self._runner(batch)
-        else:
-            with torch.inference_mode():
-                raw = self.network(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
-        return l2_normalize(np.asarray(raw, np.float32))
+        return l2_normalize(np.asarray(self.run_network(self.preprocess(faces)), np.float32))

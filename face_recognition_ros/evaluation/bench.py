@@ -264,7 +264,7 @@ def encoder_throughput(
                 start = time.perf_counter()
                 encoder.embed(crops)
                 times.append(time.perf_counter() - start)
-            key = f"{used}/{encoder._runner.precision if encoder._runner is not None else precision}"
+            key = f"{used}/{getattr(encoder.runner, 'precision', precision)}"
             results[key] = round(batch / statistics.median(times), 1)
     return results
 
