@@ -4,10 +4,11 @@ The CLI commands built on these functions::
 
     face-recognition-ros bag IN --image-topic /camera/image_raw --output OUT [--json]
         Reads the rosbag2 IN (a folder, or a single .mcap/.db3 file) with the ``rosbags`` library,
-        runs the pipeline on every sensor_msgs/Image or CompressedImage of the topic, and writes the
+        runs the recognizer on every sensor_msgs/Image or CompressedImage of the topic, and writes the
         new bag OUT (same storage as IN) holding face_recognition_ros/msg/FaceIdentities on
         /faces/identities: one message per image, with that image's header (stamp, frame_id) and
-        its recording time. Faces are tracked and their names voted like the recognizer node does.
+        its recording time. Faces are tracked and their names voted by the same ``Recognizer`` the
+        node runs.
         --json prints one JSON object per image on stdout.
 
     face-recognition-ros video-to-bag VIDEO OUT [--topic T] [--frame-id F] [--storage mcap|sqlite3]
@@ -36,8 +37,7 @@ import numpy as np
 
 from .errors import FaceRecognitionError, ImageError
 from .frame_sources import VideoFrames
-from .image_buffers import compressed_to_rgb, image_to_rgb
-from .tracking import FaceTracker
+from .image_buffers import message_to_rgb
 from .types import FaceResult, FrameResult
 
 INTERFACES_DIR = Path(__file__).resolve().parent / "interfaces"
@@ -56,7 +56,10 @@ class BagError(FaceRecognitionError):
     """A bag cannot be read or written, or does not hold what was asked for."""
 
 
-class Pipeline(Protocol):
+class FrameProcessor(Protocol):
+    """What the bag tool runs each image through: a ``recognizer.Recognizer`` (tracked and voted,
+    as in the node) or anything else with this method."""
+
     def process(self, image: np.ndarray) -> FrameResult: ...
 
 
@@ -153,30 +156,22 @@ def identities_message(typestore, header: Any, faces: list[FaceResult]):
     return typestore.types[IDENTITIES_TYPE](header=header, faces=identities)
 
 
-def _image_to_rgb(msg: Any, msgtype: str) -> np.ndarray:
-    if msgtype == COMPRESSED_TYPE:
-        return compressed_to_rgb(msg.format, msg.data)
-    return image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
-
-
 def process_bag(
     in_path: str | Path,
     image_topic: str,
     out_path: str | Path,
-    pipeline: Pipeline,
+    recognizer: FrameProcessor,
     json_lines: bool = False,
     storage: str | None = None,
-    tracker: FaceTracker | None = None,
-    track: bool = True,
     json_out: TextIO | None = None,
 ) -> BagSummary:
     """Recognise the faces of every image on ``image_topic`` of the bag ``in_path``; write ``out_path``.
 
     The output bag (``storage``, default: the input's) holds one ``FaceIdentities`` per usable image on
-    ``/faces/identities``, with the image's header and recording time. Faces are tracked and their
-    identities voted (``tracker``, default ``FaceTracker()``) as in the node, unless ``track`` is False.
-    Unusable images are counted and skipped, as the node does. ``json_lines`` writes one JSON object
-    per image to ``json_out`` (default stdout).
+    ``/faces/identities``, with the image's header and recording time; the faces are as ``recognizer``
+    reports them (tracked and voted when it is a tracking ``Recognizer``). Unusable images are counted
+    and skipped, as the node does. ``json_lines`` writes one JSON object per image to ``json_out``
+    (default stdout).
     """
     from rosbags.rosbag2 import Reader, ReaderError
     from rosbags.rosbag2.errors import WriterError
@@ -185,7 +180,6 @@ def process_bag(
     if not in_path.exists():
         raise BagError(f"{in_path}: no such bag")
     storage = storage or bag_storage(in_path)
-    tracker = (tracker or FaceTracker()) if track else None
     typestore = make_typestore()
     out = json_out or sys.stdout
     summary = BagSummary(str(in_path), str(out_path), storage, image_topic)
@@ -206,7 +200,7 @@ def process_bag(
                     summary.images += 1
                     msg = typestore.deserialize_cdr(raw, source.msgtype)
                     try:
-                        rgb = _image_to_rgb(msg, source.msgtype)
+                        rgb = message_to_rgb(msg)
                     except ImageError as error:
                         summary.skipped += 1
                         if len(summary.errors) < 5:
@@ -214,9 +208,7 @@ def process_bag(
                         if json_lines:
                             _write_json(out, summary.images - 1, msg.header, None, str(error))
                         continue
-                    result = pipeline.process(rgb)
-                    if tracker is not None:
-                        tracker.apply(result.faces)
+                    result = recognizer.process(rgb)
                     writer.write(connection, timestamp,
                                  typestore.serialize_cdr(identities_message(typestore, msg.header, result.faces),
                                                          IDENTITIES_TYPE))

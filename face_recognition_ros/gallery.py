@@ -69,11 +69,14 @@ class PersonInfo:
     num_samples: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class EnrollResult:
+    """What an enrollment stored, and what it passed over (``skipped``: inputs not used, with the reason)."""
+
     person_id: int
     samples_added: int
     created: bool  # True when the person was new
+    skipped: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, eq=False)

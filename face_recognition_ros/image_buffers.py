@@ -140,6 +140,18 @@ def compressed_to_rgb(fmt: str, data: bytes | bytearray | memoryview | np.ndarra
     return decode_image(payload, source=f"compressed image ({fmt or 'no format'})")
 
 
+def message_to_rgb(msg) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from a ``sensor_msgs/Image`` or ``CompressedImage``; ``ImageError`` if unusable.
+
+    Any object with the message's fields will do: rclpy's generated classes (the node) and rosbags'
+    (the bag tool) alike. A compressed image is told apart by its ``format`` field. ``data`` may be
+    an ``array.array('B')``, bytes or a numpy array; raw images are read without a copy.
+    """
+    if hasattr(msg, "format") and not hasattr(msg, "encoding"):
+        return compressed_to_rgb(msg.format, msg.data)
+    return image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
+
+
 def rgb_to_image_fields(rgb: np.ndarray, encoding: str = "rgb8") -> tuple[str, int, int, int, bytes]:
     """The ``(encoding, height, width, step, data)`` of a ``sensor_msgs/Image`` holding ``rgb``."""
     if encoding not in ("rgb8", "bgr8"):

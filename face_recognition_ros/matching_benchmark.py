@@ -1,4 +1,4 @@
-"""Speed of ``Matcher.match`` against a large synthetic gallery (used by ``scripts/bench_matching.py`` and the CLI)."""
+"""Speed of ``Matcher.match`` against a large synthetic gallery (used by ``scripts/bench_matching.py``)."""
 
 from __future__ import annotations
 

@@ -9,9 +9,15 @@ out-of-range values before the node's own callback runs).
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .enrollment import DEFAULT_MIN_SHARPNESS
+from .pipeline import PipelineConfig, RecognitionPipeline
+from .recognizer import LiveEnrollmentSettings, Recognizer
+from .tracking import FaceTracker
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "(-1.0 = the encoder's calibrated margin)", -1.0, 1.0, dynamic=True),
     ParamSpec("detector_score_threshold", 0.8, "Minimum face detector confidence", 0.05, 1.0, dynamic=True),
     ParamSpec("min_face_size", 20, "Smallest face to detect: shorter box side in pixels", 0, 4096, dynamic=True),
-    ParamSpec("max_faces", 10, "Most faces recognised per frame (the largest ones)", 1, 100, dynamic=True),
+    ParamSpec("max_faces", 10, "Most faces recognised per frame, the largest ones (0 = no limit)", 0, 1000,
+              dynamic=True),
     ParamSpec("max_rate_hz", 0.0, "Cap on processed frames per second (0.0 = as fast as possible)",
               0.0, 120.0, dynamic=True),
     ParamSpec("publish_debug_image", False, "Publish the annotated frame on faces/debug_image", dynamic=True),
@@ -68,6 +75,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               1, 100, dynamic=True),
     ParamSpec("enroll_timeout", 15.0, "Default live enrollment timeout in seconds (EnrollPerson.timeout = 0)",
               1.0, 300.0, dynamic=True),
+    ParamSpec("enroll_max_timeout", 120.0, "Longest timeout a live enrollment request may ask for (seconds); "
+              "longer or non-finite ones are refused", 1.0, 600.0, dynamic=True),
     ParamSpec("enroll_min_face_size", 60, "Smallest face accepted as an enrollment sample (pixels)",
               0, 4096, dynamic=True),
     ParamSpec("enroll_min_sharpness", DEFAULT_MIN_SHARPNESS, "Least sharpness of an enrollment sample "
@@ -80,3 +89,93 @@ PARAMETERS: tuple[ParamSpec, ...] = (
 )
 
 BY_NAME = {spec.name: spec for spec in PARAMETERS}
+
+
+# -- from parameter values to the core -----------------------------------------------------------
+# The node reads its parameters and hands the values here; the meaning of every value ("0.0 = the
+# encoder's calibrated threshold", "0 = no limit") is decided below, once, and tested without ROS.
+
+
+def _optional_threshold(value: float) -> float | None:
+    return float(value) if value > 0.0 else None
+
+
+def _optional_margin(value: float) -> float | None:
+    return float(value) if value >= 0.0 else None
+
+
+def pipeline_config(values: Mapping[str, Any]) -> PipelineConfig:
+    """The pipeline settings the start-up parameters describe."""
+    return PipelineConfig(
+        encoder=values["encoder"],
+        encoder_weights=values["encoder_weights"] or None,
+        backend=values["backend"],
+        device=values["device"],
+        precision=values["precision"],
+        engine_cache_dir=values["engine_cache_dir"] or None,
+        force_engine_update=bool(values["force_engine_update"]),
+        detector_score_threshold=values["detector_score_threshold"],
+        min_face_size=values["min_face_size"],
+        detector_max_size=values["detector_max_size"],
+        max_faces=values["max_faces"] or None,
+        match_threshold=_optional_threshold(values["match_threshold"]),
+        match_margin=_optional_margin(values["match_margin"]),
+        gallery_path=values["gallery_path"] or None,
+    )
+
+
+def enrollment_settings(values: Mapping[str, Any]) -> LiveEnrollmentSettings:
+    return LiveEnrollmentSettings(
+        num_samples=values["enroll_num_samples"],
+        timeout_s=values["enroll_timeout"],
+        max_timeout_s=values["enroll_max_timeout"],
+        min_face_size=values["enroll_min_face_size"],
+        min_sharpness=values["enroll_min_sharpness"],
+        duplicate_similarity=values["enroll_duplicate_similarity"],
+    )
+
+
+def build_recognizer(values: Mapping[str, Any]) -> Recognizer:
+    """The recognizer the node runs, from all of its parameter values."""
+    tracker = FaceTracker(iou_threshold=values["track_iou_threshold"], max_missed=values["track_max_missed"],
+                          vote_window=values["track_vote_window"])
+    return Recognizer(RecognitionPipeline(pipeline_config(values)), tracker, enrollment_settings(values))
+
+
+def apply_runtime_parameters(recognizer: Recognizer, values: Mapping[str, Any]) -> None:
+    """Apply changed run-time parameters to a running recognizer: all of them, or (ValueError) none.
+
+    Parameters that cannot change at run time are refused (rclpy has already refused read-only
+    ones; this keeps the core honest when it is called another way).
+    """
+    refused = sorted(name for name in values if name not in BY_NAME or not BY_NAME[name].dynamic)
+    if refused:
+        raise ValueError(f"not changeable at run time: {', '.join(refused)}")
+    enrollment = {key: values[name] for name, key in _ENROLLMENT_FIELDS.items() if name in values}
+    settings = dataclasses.replace(recognizer.enrollment_settings, **enrollment)
+    if settings.timeout_s > settings.max_timeout_s:
+        raise ValueError(f"enroll_timeout {settings.timeout_s:g} s exceeds "
+                         f"enroll_max_timeout {settings.max_timeout_s:g} s")
+    match = {}
+    if "match_threshold" in values:
+        match["threshold"] = _optional_threshold(values["match_threshold"])
+    if "match_margin" in values:
+        match["margin"] = _optional_margin(values["match_margin"])
+    detection = {}
+    if "detector_score_threshold" in values:
+        detection["score_threshold"] = float(values["detector_score_threshold"])
+    if "min_face_size" in values:
+        detection["min_face_size"] = float(values["min_face_size"])
+    if "max_faces" in values:
+        detection["max_faces"] = int(values["max_faces"]) or None
+    recognizer.configure(match=match, detection=detection, enrollment=settings)
+
+
+_ENROLLMENT_FIELDS = {
+    "enroll_num_samples": "num_samples",
+    "enroll_timeout": "timeout_s",
+    "enroll_max_timeout": "max_timeout_s",
+    "enroll_min_face_size": "min_face_size",
+    "enroll_min_sharpness": "min_sharpness",
+    "enroll_duplicate_similarity": "duplicate_similarity",
+}

@@ -1,4 +1,9 @@
-"""Frame -> detections -> aligned crops -> one batched embedding call -> open-set matches."""
+"""Frame -> detections -> aligned crops -> one batched embedding call -> open-set matches.
+
+The stateless half of recognition: one frame at a time, no tracking. ``recognizer.Recognizer``
+builds on it for streams (tracks, voted names, live enrollment); evaluations and benchmarks use it
+directly. The decision parameters (threshold, margin, k) are resolved in one place, ``set_match``.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import numpy as np
 from .alignment import STORAGE_TEMPLATE, align_faces
 from .encoders import FaceEncoder, create_encoder
 from .errors import NoFaceError
-from .gallery import Gallery, GalleryEmbeddings, default_gallery_path, validate_name
+from .gallery import EnrollResult, Gallery, GalleryEmbeddings, default_gallery_path, validate_name
 from .matching import Matcher
 from .types import Detections, FaceResult, FrameResult, Match
 
@@ -25,7 +30,7 @@ class PipelineConfig:
 
     encoder: str = "dlib_resnet"
     encoder_weights: str | None = None  # another checkpoint for the same architecture
-    backend: str = "auto"  # auto | torch | onnxruntime | tensorrt (fallback order: backends/attach.py)
+    backend: str = "auto"  # auto | torch | onnxruntime | tensorrt, for detector and encoder (backends/attach.py)
     device: str = "cpu"  # cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32 | fp16 (GPU backends only)
     engine_cache_dir: str | None = None  # exported ONNX models / TensorRT engines (default: user cache dir)
@@ -70,16 +75,6 @@ class FaceBatch:
         ]
 
 
-@dataclass
-class EnrollResult:
-    """What an enrollment stored."""
-
-    person_id: int
-    samples_added: int
-    created: bool  # a new person (else samples were added to the existing one)
-    skipped: list[str] = field(default_factory=list)  # inputs not used, with the reason
-
-
 class RecognitionPipeline:
     """The whole recognition path, free of ROS; the CLI, the ROS node and the benchmarks share it."""
 
@@ -102,7 +97,6 @@ class RecognitionPipeline:
             from .detection import RetinaFaceDetector
 
             detector = RetinaFaceDetector(
-                backend="torch",
                 device=cfg.device,
                 score_threshold=cfg.detector_score_threshold,
                 nms_threshold=cfg.detector_nms_threshold,
@@ -111,10 +105,9 @@ class RecognitionPipeline:
                 max_faces=cfg.max_faces,
             )
         self.detector = detector
-        self.backend = self._attach_backends()
-        threshold = cfg.match_threshold if cfg.match_threshold is not None else encoder.default_threshold
-        margin = cfg.match_margin if cfg.match_margin is not None else encoder.default_margin
-        self.matcher = Matcher(threshold=threshold, margin=margin, k=cfg.knn)
+        self.detector_backend, self.encoder_backend = self._attach_backends()
+        self.matcher = Matcher(k=cfg.knn)
+        self.set_match(cfg.match_threshold, cfg.match_margin)
         self.gallery = gallery if gallery is not None else Gallery(cfg.gallery_path or default_gallery_path())
         self._gallery_revision: int | None = None
         self._gallery_embeddings: GalleryEmbeddings | None = None
@@ -122,8 +115,8 @@ class RecognitionPipeline:
 
     # -- set-up -------------------------------------------------------------------------------
 
-    def _attach_backends(self) -> str:
-        """Run detector and encoder through the configured backend; returns the encoder's, e.g. "onnxruntime"."""
+    def _attach_backends(self) -> tuple[str, str]:
+        """Run detector and encoder through the configured backend; returns the backend each one got."""
         from .backends import attach_backend
 
         cfg = self.config
@@ -135,8 +128,17 @@ class RecognitionPipeline:
             logger=LOGGER,
             threads=cfg.threads,
         )
-        self.detector_backend = attach_backend(self.detector, cfg.backend, **options)
-        return attach_backend(self.encoder, cfg.backend, **options)
+        return attach_backend(self.detector, cfg.backend, **options), attach_backend(self.encoder, cfg.backend, **options)
+
+    def set_match(self, threshold: float | None = None, margin: float | None = None, k: int | None = None) -> None:
+        """The decision parameters; ``None`` is the encoder's calibrated default (the one place it is decided).
+
+        Raises ``ValueError`` for values out of range, leaving the previous ones in force.
+        """
+        threshold = self.encoder.default_threshold if threshold is None else threshold
+        margin = self.encoder.default_margin if margin is None else margin
+        trial = Matcher(threshold, margin, self.matcher.k if k is None else k)  # validates all three first
+        self.matcher.threshold, self.matcher.margin, self.matcher.k = trial.threshold, trial.margin, trial.k
 
     def refresh_gallery(self, force: bool = False) -> bool:
         """Reload gallery embeddings if the gallery changed (in any process); True when reloaded."""
@@ -191,15 +193,20 @@ class RecognitionPipeline:
 
     def process(self, image: np.ndarray) -> FrameResult:
         """Recognise every face of an (H, W, 3) uint8 RGB frame."""
+        return self.recognise(image)[0]
+
+    def recognise(self, image: np.ndarray, storage_crops: bool = False) -> tuple[FrameResult, FaceBatch]:
+        """``process``, and the frame's batch too (with storage crops when asked: live enrollment)."""
         total_start = time.perf_counter()
-        batch = self.analyze(image)
+        batch = self.analyze(image, storage_crops=storage_crops)
         start = time.perf_counter()
         matches = self.match(batch.embeddings)
         batch.timings_ms["match"] = (time.perf_counter() - start) * 1000
         faces = batch.results(matches)
         batch.timings_ms["total"] = (time.perf_counter() - total_start) * 1000
-        return FrameResult(faces=faces, timings_ms=batch.timings_ms, image_size=(image.shape[1], image.shape[0]),
-                           faces_dropped=batch.detections.dropped)
+        result = FrameResult(faces=faces, timings_ms=batch.timings_ms, image_size=(image.shape[1], image.shape[0]),
+                             faces_dropped=batch.detections.dropped)
+        return result, batch
 
     # -- enrollment ---------------------------------------------------------------------------
 
@@ -230,4 +237,4 @@ class RecognitionPipeline:
         """Store already computed samples (e.g. live enrollment) under ``name``."""
         stored = self.gallery.enroll(name, embeddings, storage_crops, self.encoder.identity)
         self.refresh_gallery()
-        return EnrollResult(stored.person_id, stored.samples_added, stored.created)
+        return stored

@@ -26,6 +26,8 @@ from face_recognition_ros.bags import (
     video_to_bag,
 )
 from face_recognition_ros.errors import FaceRecognitionError, ImageError
+from face_recognition_ros.pipeline import PipelineConfig
+from face_recognition_ros.recognizer import Recognizer
 from face_recognition_ros.types import FaceResult, FrameResult, Match
 
 REPO_MSG_DIR = Path(__file__).resolve().parents[1] / "msg"
@@ -34,11 +36,17 @@ TYPESTORE = make_typestore()
 
 
 class FakePipeline:
-    """Returns fixed faces and remembers the frames it was given."""
+    """Returns fixed faces and remembers the frames it was given (a Recognizer can run it too)."""
+
+    gallery_revision = 0
+    config = PipelineConfig()
 
     def __init__(self, matches: list[Match] | None = None):
         self.matches = matches or [Match(3, "ann", 0.71, 0.2)]
         self.frames: list[np.ndarray] = []
+
+    def recognise(self, image: np.ndarray, storage_crops: bool = False) -> tuple[FrameResult, None]:
+        return self.process(image), None
 
     def process(self, image: np.ndarray) -> FrameResult:
         self.frames.append(image.copy())
@@ -135,7 +143,7 @@ def test_process_bag_writes_identities_with_each_images_header(tmp_path, rgb_fra
     write_image_bag(tmp_path / "in", [image_fields(rgb_frames[0]), image_fields(rgb_frames[1], pad=5),
                                       image_fields(rgb_frames[2], encoding="bgr8")], storage=storage)
     pipeline = FakePipeline()
-    summary = process_bag(tmp_path / "in", "/cam", tmp_path / "out", pipeline)
+    summary = process_bag(tmp_path / "in", "/cam", tmp_path / "out", Recognizer(pipeline))
     assert (summary.images, summary.processed, summary.skipped, summary.faces) == (3, 3, 0, 3)
     assert summary.storage == storage == bag_storage(tmp_path / "out")
     assert summary.names == {"ann": 3}
@@ -206,8 +214,8 @@ def test_identities_are_voted_over_the_track_like_the_node_unless_tracking_is_of
     write_image_bag(tmp_path / "in", [image_fields(rgb_frames[i % 3]) for i in range(6)])
     bad_frame = Match(4, "bob", 0.9, 0.3)
     matches = [Match(3, "ann", 0.7, 0.2)] * 4 + [bad_frame, Match(3, "ann", 0.7, 0.2)]
-    process_bag(tmp_path / "in", "/cam", tmp_path / "voted", FakePipeline(matches))
-    process_bag(tmp_path / "in", "/cam", tmp_path / "raw", FakePipeline(matches), track=False)
+    process_bag(tmp_path / "in", "/cam", tmp_path / "voted", Recognizer(FakePipeline(matches)))
+    process_bag(tmp_path / "in", "/cam", tmp_path / "raw", Recognizer(FakePipeline(matches), track=False))
     voted = [msg.faces[0].name for *_, msg in read_bag(tmp_path / "voted")]
     raw = [(msg.faces[0].name, msg.faces[0].track_id) for *_, msg in read_bag(tmp_path / "raw")]
     assert voted == ["ann"] * 6

@@ -42,7 +42,7 @@ def imported_modules(paths) -> set[str]:
                 modules |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 modules.add(node.module.split(".")[0])
-    return modules - STANDARD_LIBRARY - {"face_recognition_ros", "ros_env", "ros_helpers", "__future__"}
+    return modules - STANDARD_LIBRARY - {"face_recognition_ros", "ros_env", "ros_helpers", "frames", "__future__"}
 
 
 def ros_packages(modules: set[str]) -> set[str]:

@@ -51,10 +51,11 @@ def _summary_dict(summary) -> dict:
 
 def run_bag(args: argparse.Namespace) -> int:
     from ..bags import process_bag
+    from ..recognizer import Recognizer
 
-    pipeline = pipeline_from_args(args)
-    summary = _summary_dict(process_bag(args.input, args.image_topic, args.output, pipeline, json_lines=args.json,
-                                       storage=args.storage, track=not args.no_tracking))
+    recognizer = Recognizer(pipeline_from_args(args), track=not args.no_tracking)
+    summary = _summary_dict(process_bag(args.input, args.image_topic, args.output, recognizer, json_lines=args.json,
+                                       storage=args.storage))
     print(json.dumps(summary) if args.json else f"wrote {args.output}: {summary}",
           file=sys.stderr if args.json else sys.stdout)
     return 0

@@ -112,17 +112,16 @@ def recognise_video(pipeline, video: Path, annotated: Path):
     from ..annotate import annotate
     from ..appearances import Timeline
     from ..frame_sources import VideoFrames
-    from ..tracking import FaceTracker
+    from ..recognizer import Recognizer
 
     frames = VideoFrames(video)
-    tracker = FaceTracker()
+    recognizer = Recognizer(pipeline)  # tracked and voted, as the ROS node runs it
     timeline = Timeline()
     writer = None
     count = 0
     try:
         for frame in frames.frames():
-            result = pipeline.process(frame.rgb)
-            tracker.apply(result.faces)
+            result = recognizer.process(frame.rgb)
             timeline.add(frame.time_s, result.faces)
             if writer is None:
                 height, width = frame.rgb.shape[:2]

@@ -117,10 +117,9 @@ def _run_video(args: argparse.Namespace, frames: VideoFrames) -> int:
     from tqdm import tqdm
 
     from ..annotate import annotate
-    from ..tracking import FaceTracker
+    from ..recognizer import Recognizer
 
-    pipeline = pipeline_from_args(args)
-    tracker = None if args.no_tracking else FaceTracker()
+    recognizer = Recognizer(pipeline_from_args(args), track=not args.no_tracking)  # as the ROS node runs it
     writer = None
     start = time.perf_counter()
     processed = 0
@@ -133,12 +132,10 @@ def _run_video(args: argparse.Namespace, frames: VideoFrames) -> int:
         for frame in progress:
             if frame.index % args.every:
                 continue
-            result = pipeline.process(frame.rgb)
-            if tracker is not None:
-                tracker.apply(result.faces)  # as the ROS node does
+            result = recognizer.process(frame.rgb)
             if result.faces_dropped:
                 if not dropped_frames:
-                    _warn_dropped(f"{frames.name}#{frame.index}", result, pipeline.detector.max_faces)
+                    _warn_dropped(f"{frames.name}#{frame.index}", result, recognizer.pipeline.detector.max_faces)
                 dropped_frames += 1
             processed += 1
             _report(frames.name, frame.index, result, args.json)

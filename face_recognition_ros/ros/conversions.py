@@ -8,23 +8,15 @@ vision_msgs: Humble and Jazzy both ship vision_msgs 4.x, where ``BoundingBox2D.c
 from __future__ import annotations
 
 import numpy as np
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
 
-from face_recognition_ros.image_buffers import compressed_to_rgb, image_to_rgb, rgb_to_image_fields
+from face_recognition_ros.image_buffers import rgb_to_image_fields
 from face_recognition_ros.msg import FaceIdentities, FaceIdentity
 from face_recognition_ros.types import FaceResult, FrameResult
 
 UNKNOWN_CLASS_ID = "unknown"
-
-
-def image_msg_to_rgb(msg: Image | CompressedImage) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from a ``sensor_msgs/Image`` or ``CompressedImage``; ``ImageError`` if unusable."""
-    if isinstance(msg, CompressedImage):
-        return compressed_to_rgb(msg.format, msg.data)
-    # msg.data is an array.array('B'): converted without a copy through the buffer protocol
-    return image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
 
 
 def rgb_to_image_msg(rgb: np.ndarray, header: Header | None = None) -> Image:

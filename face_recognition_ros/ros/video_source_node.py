@@ -8,17 +8,15 @@ subscribers accept.
 
 from __future__ import annotations
 
-import rclpy
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from face_recognition_ros.errors import FaceRecognitionError, ImageError
+from face_recognition_ros.errors import ImageError
 from face_recognition_ros.frame_sources import FOLDER_RATE_HZ, open_frames
 from face_recognition_ros.image_buffers import rgb_to_image_fields
-from face_recognition_ros.ros.shutdown import ignore_further_interrupts
+from face_recognition_ros.ros.node_main import run_node
 
 
 class VideoSourceNode(Node):
@@ -72,23 +70,7 @@ class VideoSourceNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = VideoSourceNode()
-        while rclpy.ok() and not node.finished:
-            rclpy.spin_once(node, timeout_sec=0.5)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except FaceRecognitionError as error:
-        rclpy.logging.get_logger("video_source").fatal(str(error))
-        return 1
-    finally:
-        ignore_further_interrupts()
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(VideoSourceNode, "video_source", args, until=lambda node: node.finished)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,18 +22,11 @@ from vision_msgs.msg import Detection2DArray
 from face_recognition_ros.msg import FaceIdentities
 from face_recognition_ros.srv import EnrollPerson, ForgetPerson, ListPersons
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # test/frames.py, shared with the ROS-free tests
+from frames import load_frame  # noqa: E402,F401 - the launch tests take their frames from here
+
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 NODE = "/face_recognizer"
-
-
-def load_frame(path: Path, max_side: int = 640) -> np.ndarray:
-    """An RGB test frame, downscaled so the recognizer's CPU time stays small."""
-    bgr = cv2.imread(str(path))
-    assert bgr is not None, f"cannot read {path}"
-    scale = max_side / max(bgr.shape[:2])
-    if scale < 1.0:
-        bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def image_msg(rgb: np.ndarray, sec: int = 0, nanosec: int = 0, frame_id: str = "test_camera") -> Image:

@@ -31,6 +31,7 @@ from ament_index_python.packages import get_package_share_directory  # noqa: E40
 from rosbag2_interfaces.srv import PlayNext  # noqa: E402
 
 from face_recognition_ros.bags import process_bag, video_to_bag  # noqa: E402
+from face_recognition_ros.recognizer import Recognizer  # noqa: E402
 from face_recognition_ros.gallery import Gallery  # noqa: E402
 from face_recognition_ros.image_files import load_image  # noqa: E402
 from face_recognition_ros.pipeline import PipelineConfig, RecognitionPipeline  # noqa: E402
@@ -91,8 +92,8 @@ def offline_frames(workdir: Path, camera_bag: Path, gallery_path: Path) -> dict[
     tracker = FaceTracker(iou_threshold=TRACKING["track_iou_threshold"], max_missed=TRACKING["track_max_missed"],
                           vote_window=TRACKING["track_vote_window"])
     lines = io.StringIO()
-    summary = process_bag(camera_bag, CAMERA_TOPIC, workdir / "offline_faces", pipeline, json_lines=True,
-                          tracker=tracker, json_out=lines)
+    summary = process_bag(camera_bag, CAMERA_TOPIC, workdir / "offline_faces", Recognizer(pipeline, tracker),
+                          json_lines=True, json_out=lines)
     assert (summary.images, summary.processed) == (FRAMES, FRAMES), summary
     records = [json.loads(line) for line in lines.getvalue().splitlines()]
     return {(r["stamp"]["sec"], r["stamp"]["nanosec"]): r for r in records}

@@ -19,13 +19,22 @@ from sensor_msgs.msg import Image  # noqa: E402
 
 from face_recognition_ros.bags import IDENTITIES_TOPIC, process_bag, video_to_bag  # noqa: E402
 from face_recognition_ros.msg import FaceIdentities  # noqa: E402
+from face_recognition_ros.pipeline import PipelineConfig  # noqa: E402
+from face_recognition_ros.recognizer import Recognizer  # noqa: E402
 from face_recognition_ros.types import FaceResult, FrameResult, Match  # noqa: E402
 
 START_NS = 1_700_000_000_123_456_789
 
 
 class TwoFacesPipeline:
-    """A known and an unknown face on every frame, with distinct values in every field."""
+    """A known and an unknown face on every frame, with distinct values in every field (a Recognizer
+    runs it, tracking the faces as the node does)."""
+
+    gallery_revision = 0
+    config = PipelineConfig()
+
+    def recognise(self, image: np.ndarray, storage_crops: bool = False) -> tuple[FrameResult, None]:
+        return self.process(image), None
 
     def process(self, image: np.ndarray) -> FrameResult:
         faces = [
@@ -55,7 +64,7 @@ def bags(request, tmp_path_factory, media_dir) -> tuple[Path, Path]:
     video_to_bag(media_dir / "short_hamilton_clip.mp4", camera, frame_id="camera_optical", storage=request.param,
                  max_frames=4, start_time_ns=START_NS)
     faces = folder / "faces"
-    process_bag(camera, "/camera/image_raw", faces, TwoFacesPipeline())
+    process_bag(camera, "/camera/image_raw", faces, Recognizer(TwoFacesPipeline()))
     return camera, faces
 
 

@@ -13,11 +13,11 @@ from std_msgs.msg import Header  # noqa: E402
 
 from face_recognition_ros.ros.conversions import (  # noqa: E402
     UNKNOWN_CLASS_ID,
-    image_msg_to_rgb,
     rgb_to_image_msg,
     to_detection_array,
     to_identities,
 )
+from face_recognition_ros.image_buffers import message_to_rgb as image_msg_to_rgb  # noqa: E402
 from face_recognition_ros.node_parameters import PARAMETERS  # noqa: E402
 from face_recognition_ros.ros.parameters import descriptor  # noqa: E402
 from face_recognition_ros.types import FaceResult, FrameResult, Match  # noqa: E402
