@@ -339,3 +339,21 @@ def test_tensorrt_matches_torch_and_reuses_its_engine(photo, photo_detections, c
     assert np.max(np.abs(accelerated.embed(crops) - reference.embed(crops))) <= 2e-2
     attach_backend(_encoder_or_skip("dlib_resnet"), "tensorrt", device="cuda", precision="fp16", max_batch=4, cache_dir=cache_dir, strict=True)
     assert engine.stat().st_mtime_ns == stamp
+
+
+def test_a_new_backend_is_one_registration_away(detector, monkeypatch):
+    from face_recognition_ros.backends import BackendSpec, backend_names, register_backend
+
+    monkeypatch.setattr(attach, "_REGISTRY", dict(attach._REGISTRY))  # leave the real registry as it was
+    built = []
+
+    def build(info, step, precision, max_batch, *rest):
+        built.append(info.name)
+        return BatchedRunner(TorchRunner(info.network, "cpu"), max_batch, "torch_eager_copy", step.device, precision)
+
+    register_backend(BackendSpec("torch_eager_copy", ((2.5, "cpu"),), lambda step: probes.Probe(True), build))
+    assert "torch_eager_copy" in backend_names()
+    assert [str(s) for s in fallback_chain("torch_eager_copy", "cpu")] == ["torch_eager_copy (cpu)", "torch (cpu)"]
+    assert attach_backend(detector, "torch_eager_copy", strict=True) == "torch_eager_copy"
+    assert built == ["retinaface"] and detector.runner.backend == "torch_eager_copy"
+    attach_backend(detector, "torch")
