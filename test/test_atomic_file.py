@@ -26,3 +26,16 @@ def test_a_failing_block_keeps_the_old_target_and_removes_the_partial_file(tmp_p
             raise RuntimeError("crash mid-write")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["model.bin"]
+
+
+def test_the_new_file_and_its_folder_entry_are_synced_before_the_block_returns(tmp_path, monkeypatch):
+    import os
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))) or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append(("replace", str(b))) or real_replace(a, b))
+    target = tmp_path / "model.bin"
+    with atomic_path(target) as partial:
+        partial.write_bytes(b"new")
+    assert events == [("fsync", str(partial)), ("replace", str(target)), ("fsync", str(tmp_path))]
