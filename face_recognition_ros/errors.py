@@ -21,6 +21,10 @@ class InvalidNameError(GalleryError):
     """A person name is empty, too long or contains control characters."""
 
 
+class UnknownPersonError(GalleryError):
+    """No person in the gallery has the name or id asked for (a request's mistake, not a fault)."""
+
+
 class ModelError(FaceRecognitionError):
     """Model weights are missing, unreadable or do not fit the architecture."""
 

@@ -9,6 +9,15 @@ Several threads and processes may read and write one gallery at once: each threa
 connection, the file is in WAL mode (readers never block the writer), every write is one
 ``BEGIN IMMEDIATE`` transaction that also bumps a ``revision`` counter, and a busy writer is waited
 for (``busy_timeout``) rather than failing.
+
+Face data is biometric, so what is forgotten must be gone from disk, not only from queries:
+``secure_delete`` is on for every connection (deleted content is overwritten with zeros, whatever
+the SQLite build's default), temporary tables stay in memory, and ``forget`` ends with a WAL
+checkpoint that truncates the ``-wal`` file, so no old copy of a page survives there either (other
+processes' connections never hold a read transaction between calls, so they do not pin old frames).
+The folder a gallery creates is 0700 and its files 0600. A small reserve file beside the gallery
+(``<gallery>.reserve``) is given up when the disk is full, so that a forget or rename still
+succeeds; it is made again once there is room.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ import numpy as np
 import platformdirs
 
 from .alignment import STORAGE_TEMPLATE
-from .errors import GalleryError, InvalidNameError
+from .errors import GalleryError, InvalidNameError, UnknownPersonError
 
 GALLERY_ENV = "FACE_RECOGNITION_GALLERY"
 SCHEMA_VERSION = 1
@@ -38,6 +47,12 @@ APPLICATION_ID = 0x4652474C
 MAX_NAME_LENGTH = 64
 CROP_SHAPE = (STORAGE_TEMPLATE.size[1], STORAGE_TEMPLATE.size[0], 3)
 BUSY_TIMEOUT_S = 10.0
+#: bytes kept free for forget and rename on a full disk: a forget rewrites about as many bytes as the
+#: person's samples hold (a 256x256 PNG crop is 60-120 kB), so this covers a person with ~60 samples
+RESERVE_BYTES = 8 * 1024 * 1024
+RESERVE_SUFFIX = ".reserve"
+FILE_MODE = 0o600
+FOLDER_MODE = 0o700
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -115,9 +130,9 @@ def validate_name(name: str) -> str:
         raise InvalidNameError("a person name cannot be empty")
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidNameError(f"a person name can have at most {MAX_NAME_LENGTH} characters, got {len(name)}")
-    for char in name:
+    for position, char in enumerate(name):
         if unicodedata.category(char) in ("Cc", "Cf"):
-            raise InvalidNameError(f"a person name cannot contain control characters (found {char!r} in {name!r})")
+            raise InvalidNameError(f"a person name cannot contain control characters (found {char!r} at position {position})")
     return name
 
 
@@ -137,12 +152,14 @@ class Gallery:
             if read_only or not create:
                 raise GalleryError(f"no gallery at {self.path}")
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                _make_private_folders(self.path.parent)
             except OSError as error:
                 raise GalleryError(f"cannot create the gallery directory {self.path.parent}: {error}") from None
         self.read_only = read_only or not _writable(self.path)
         if self.read_only and not self.path.exists():
             raise GalleryError(f"cannot create a gallery at {self.path}: the directory is not writable")
+        if not self.read_only:
+            _create_private_file(self.path)
         self._immutable = False
         self._local = threading.local()
         self._connections: list[tuple[int, sqlite3.Connection]] = []  # (owning process id, connection)
@@ -153,6 +170,82 @@ class Gallery:
         except BaseException:
             self.close()
             raise
+        if not self.read_only:
+            self._keep_private()
+            self.ensure_reserve()
+
+    # -- privacy and the disk ------------------------------------------------------------------
+
+    @property
+    def reserve_path(self) -> Path:
+        return self.path.with_name(self.path.name + RESERVE_SUFFIX)
+
+    def files(self) -> list[Path]:
+        """Every file of this gallery on disk: the database, its WAL and index, the reserve."""
+        names = [self.path.name + suffix for suffix in ("", "-wal", "-shm", RESERVE_SUFFIX)]
+        return [self.path.with_name(name) for name in names if self.path.with_name(name).exists()]
+
+    def _keep_private(self) -> None:
+        """0600 for every file of the gallery (a gallery made by an older version was 0644)."""
+        for path in self.files():
+            try:
+                if path.stat().st_mode & 0o077 and path.stat().st_uid == os.getuid():
+                    path.chmod(FILE_MODE)
+            except OSError:
+                pass  # someone else's file in a shared folder: not ours to change
+
+    def ensure_reserve(self) -> bool:
+        """Make the reserve file when it is missing and the disk has room; True when it is there."""
+        reserve = self.reserve_path
+        if reserve.exists() and reserve.stat().st_size >= RESERVE_BYTES:
+            return True
+        if RESERVE_BYTES <= 0:
+            return False
+        try:
+            opener = lambda path, flags: os.open(path, flags, FILE_MODE)  # noqa: E731 - 0600 from the start
+            with open(reserve, "wb", opener=opener) as handle:
+                # Real blocks of zeros, not a sparse file: only allocated space can be handed back later.
+                handle.write(bytes(RESERVE_BYTES))
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError:
+            reserve.unlink(missing_ok=True)  # no room now: the next write that finds room tries again
+            return False
+        return True
+
+    @property
+    def has_reserve(self) -> bool:
+        return self.reserve_path.exists()
+
+    def erase_traces(self) -> None:
+        """Copy every committed page into the database file and truncate the WAL to zero bytes.
+
+        With secure_delete on, the pages that held forgotten rows are zeros in their newest version;
+        the checkpoint writes those into the database and drops the WAL, which still held the old
+        versions. Readers in other threads or processes hold no transaction between calls, so the
+        busy handler waits at most for one in-flight read.
+        """
+        conn = self._conn()
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            raise GalleryError(f"the gallery {self.path} is busy: the forgotten data could not be erased from its "
+                               "write-ahead log yet (another process holds a long read transaction); retry")
+
+    def _write_even_when_full(self, action: str, change: Callable[[sqlite3.Connection], object]):
+        """Run ``change`` in one write transaction; on a full disk give up the reserve and retry once.
+
+        For erasures (forget, rename) only: a person must be erasable on a full disk. The reserve is
+        made again afterwards if the disk has room by then.
+        """
+        try:
+            with self._write(action) as conn:
+                return change(conn)
+        except GalleryError as error:
+            if not _disk_full(error) or not self.reserve_path.exists():
+                raise
+            self.reserve_path.unlink()
+        with self._write(action) as conn:
+            return change(conn)
 
     # -- connections -------------------------------------------------------------------------
 
@@ -166,6 +259,10 @@ class Gallery:
         conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA foreign_keys = ON")
+            # Set here, not left to the build: deleted faces are overwritten with zeros, and sorts and
+            # temporary tables never go to temporary files.
+            conn.execute("PRAGMA secure_delete = ON")
+            conn.execute("PRAGMA temp_store = MEMORY")
             if not self.read_only:
                 # Still atomic in WAL mode; only the latest commits may be lost on power failure.
                 conn.execute("PRAGMA synchronous = NORMAL")
@@ -341,21 +438,34 @@ class Gallery:
         return len(embeddings)
 
     def rename(self, person: int | str, new_name: str) -> None:
+        """Give a person another name; works on a full disk too (the old name is erased like a forget)."""
         new_name = validate_name(new_name)
-        with self._write(f"rename to {new_name!r}") as conn:
+
+        def change(conn: sqlite3.Connection) -> None:
             person_id, _ = _resolve(conn, person)
             other = conn.execute("SELECT id FROM people WHERE name = ?", (new_name,)).fetchone()
             if other is not None and other[0] != person_id:
                 raise GalleryError(f"there is already a person named {new_name!r}")
             conn.execute("UPDATE people SET name = ? WHERE id = ?", (new_name, person_id))
 
+        self._write_even_when_full("rename a person", change)
+        self.erase_traces()
+        self.ensure_reserve()
+
     def forget(self, person: int | str) -> int:
-        """Remove the person with all their samples and crops; returns how many samples went."""
-        with self._write("forget a person") as conn:
+        """Remove the person with all their samples and crops, from the database file and its WAL;
+        returns how many samples went. Works on a full disk (the reserve is given up for it)."""
+
+        def change(conn: sqlite3.Connection) -> int:
             person_id, _ = _resolve(conn, person)
             removed = conn.execute("DELETE FROM samples WHERE person_id = ?", (person_id,)).rowcount
             conn.execute("DELETE FROM people WHERE id = ?", (person_id,))
-        return int(removed)
+            return int(removed)
+
+        removed = self._write_even_when_full("forget a person", change)
+        self.erase_traces()
+        self.ensure_reserve()
+        return removed
 
     def list_people(self) -> list[PersonInfo]:
         """Everyone, sorted by name."""
@@ -480,6 +590,31 @@ class Gallery:
 # -- helpers -----------------------------------------------------------------------------------
 
 
+def _disk_full(error: BaseException) -> bool:
+    cause = error.__cause__ or error
+    return isinstance(cause, sqlite3.OperationalError) and "full" in str(cause)
+
+
+def _make_private_folders(folder: Path) -> None:
+    """Create ``folder`` and any missing parents as 0700 (existing folders are left as they are)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir(mode=FOLDER_MODE)
+        path.chmod(FOLDER_MODE)  # mkdir's mode is masked by the umask
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the (empty) database file 0600 before SQLite does; SQLite gives -wal and -shm its mode."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        return
+    os.close(descriptor)
+
+
 def _writable(path: Path) -> bool:
     # WAL mode writes -wal and -shm files beside the database: the directory must be writable too.
     directory_ok = os.access(path.parent, os.W_OK)
@@ -503,12 +638,12 @@ def _resolve(conn: sqlite3.Connection, person: int | str) -> tuple[int, str]:
     if isinstance(person, (int, np.integer)) and not isinstance(person, (bool, np.bool_)):
         row = conn.execute("SELECT id, name FROM people WHERE id = ?", (int(person),)).fetchone()
         if row is None:
-            raise GalleryError(f"no person with id {int(person)}")
+            raise UnknownPersonError(f"no person with id {int(person)}")
     elif isinstance(person, str):
         name = unicodedata.normalize("NFC", person.strip())
         row = conn.execute("SELECT id, name FROM people WHERE name = ?", (name,)).fetchone()
         if row is None:
-            raise GalleryError(f"no person named {person.strip()!r}")
+            raise UnknownPersonError(f"no person named {person.strip()!r}")
     else:
         raise GalleryError(f"a person is given by name or id, got {type(person).__name__}")
     return int(row[0]), row[1]
