@@ -84,8 +84,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               dynamic=True),
     ParamSpec("enroll_duplicate_similarity", 0.97, "Samples more similar than this to an earlier one are "
               "skipped as duplicates", 0.0, 1.0, dynamic=True),
-    # -- diagnostics -----------------------------------------------------------------------------
+    # -- diagnostics and logs ----------------------------------------------------------------------
     ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages", 0.1, 60.0),
+    ParamSpec("log_names", False, "Put people's names in the log (debugging only: by default the log names "
+              "people by id, since names are personal data)", dynamic=True),
 )
 
 BY_NAME = {spec.name: spec for spec in PARAMETERS}

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .enrollment import DEFAULT_MIN_SHARPNESS, LiveEnrollment
-from .errors import FaceRecognitionError
+from .errors import FaceRecognitionError, UnknownPersonError
 from .gallery import EnrollResult, PersonInfo, validate_name
 from .pipeline import RecognitionPipeline
 from .tracking import FaceTracker
@@ -78,6 +78,9 @@ class Recognizer:
         self._match = {"threshold": pipeline.config.match_threshold, "margin": pipeline.config.match_margin}
         self._live: _LiveSession | None = None
         self._live_slot = threading.Lock()
+        #: a fault that needs a person's attention (a forget that failed), "" when there is none
+        self.problem = ""
+        self._erase_pending = False
 
     # -- the stream ----------------------------------------------------------------------------
 
@@ -85,6 +88,8 @@ class Recognizer:
         """Recognise (and track) every face of one (H, W, 3) uint8 RGB frame of the stream."""
         live = self._live
         with self._lock:
+            if self._erase_pending:
+                self._retry_erase()
             result, batch = self.pipeline.recognise(rgb, storage_crops=live is not None)
             self._clear_stale_votes()
             if self.tracker is not None:
@@ -183,14 +188,42 @@ class Recognizer:
             return self.pipeline.enroll_images(name, images, sources)
 
     def forget(self, person: int | str) -> tuple[PersonInfo, int]:
-        """Remove a person (by name or id) with every sample; returns who it was and how many samples went."""
+        """Remove a person (by name or id) with every sample; returns who it was and how many samples went.
+
+        A forget that fails for a reason other than an unknown person (a broken or unwritable gallery)
+        stands as :attr:`problem` until a forget succeeds: a person asked to be erased and is not.
+        """
         if isinstance(person, str):
             person = person.strip()
         with self._lock:
-            info = self.pipeline.gallery.get_person(person)
-            removed = self.pipeline.gallery.forget(info.id)
-            self.pipeline.refresh_gallery()
+            info = None
+            try:
+                info = self.pipeline.gallery.get_person(person)
+                removed = self.pipeline.gallery.forget(info.id)
+            except UnknownPersonError:
+                raise
+            except FaceRecognitionError as error:
+                self.problem = f"forget failed: {error}"
+                # Deleted but not yet erased from the WAL (a long reader elsewhere): retried each frame.
+                self._erase_pending = info is not None and self._is_gone(info.id)
+                raise
+            finally:
+                self.pipeline.refresh_gallery()
+            self.problem, self._erase_pending = "", False
         return info, removed
+
+    def _is_gone(self, person_id: int) -> bool:
+        try:
+            return all(p.id != person_id for p in self.pipeline.gallery.list_people())
+        except FaceRecognitionError:
+            return False
+
+    def _retry_erase(self) -> None:
+        try:
+            self.pipeline.gallery.erase_traces()
+        except FaceRecognitionError:
+            return
+        self.problem, self._erase_pending = "", False
 
     # -- live enrollment -----------------------------------------------------------------------
 

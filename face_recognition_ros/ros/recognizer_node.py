@@ -24,10 +24,11 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
+from std_srvs.srv import Trigger
 from vision_msgs.msg import Detection2DArray
 
 from face_recognition_ros.annotate import annotate
-from face_recognition_ros.errors import FaceRecognitionError
+from face_recognition_ros.errors import FaceRecognitionError, UnknownPersonError
 from face_recognition_ros.image_buffers import message_to_rgb
 from face_recognition_ros.msg import FaceIdentities
 from face_recognition_ros.node_parameters import BY_NAME, PARAMETERS, apply_runtime_parameters, build_recognizer
@@ -40,6 +41,8 @@ from face_recognition_ros.stream import HealthReport, LatestFrameSlot, StreamSta
 NODE_NAME = "face_recognizer"
 RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 LOG_THROTTLE_S = 5.0
+REQUEST_LOG_THROTTLE_S = 1.0
+LOG_TEXT_LIMIT = 120
 DIAGNOSTIC_LEVELS = (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR)
 
 
@@ -74,6 +77,7 @@ class RecognizerNode(Node):
         self.create_service(EnrollPerson, "enroll_person", self._on_enroll, callback_group=services)
         self.create_service(ForgetPerson, "forget_person", self._on_forget, callback_group=services)
         self.create_service(ListPersons, "list_persons", self._on_list, callback_group=services)
+        self.create_service(Trigger, "cancel_enrollment", self._on_cancel_enrollment, callback_group=services)
         self._health = HealthReport(self._subscription.topic_name)
         self.create_timer(self._param("diagnostics_period"), self._publish_diagnostics,
                           callback_group=MutuallyExclusiveCallbackGroup())
@@ -161,14 +165,26 @@ class RecognizerNode(Node):
         except FaceRecognitionError as error:
             response.success, response.message = False, str(error)
         except Exception as error:  # noqa: BLE001 - a failed request must not take the node down
-            self.get_logger().error(f"enroll_person failed: {type(error).__name__}: {error}")
+            self.get_logger().error(f"enroll_person failed: {type(error).__name__}: {self._quote(str(error))}")
             response.success, response.message = False, f"internal error: {type(error).__name__}: {error}"
-        # rclpy wants one severity per logging call site
+        # rclpy wants one severity per logging call site. Names stay out of the log (log_names for
+        # debugging); failures are throttled, so a flood of bad requests cannot flood the log.
         if response.success:
-            self.get_logger().info(f"enroll_person {request.name!r}: {response.message}")
+            self.get_logger().info(f"enroll_person: {self._who(request.name, response.person_id)}, "
+                                   f"{response.samples_added} samples")
         else:
-            self.get_logger().warn(f"enroll_person {request.name!r} failed: {response.message}")
+            self.get_logger().warn(f"enroll_person failed: {self._quote(response.message)}",
+                                   throttle_duration_sec=REQUEST_LOG_THROTTLE_S)
         return response
+
+    def _who(self, name: str, person_id: int) -> str:
+        return f"person id {person_id}" + (f" ({self._quote(name)})" if self._param("log_names") else "")
+
+    def _quote(self, text: str) -> str:
+        """Request text for the log: names only in the debug mode, and never more than a short line."""
+        if not self._param("log_names"):
+            text = "details in the service response"
+        return text if len(text) <= LOG_TEXT_LIMIT else text[:LOG_TEXT_LIMIT] + "..."
 
     def _on_forget(self, request: ForgetPerson.Request, response: ForgetPerson.Response) -> ForgetPerson.Response:
         response.person_id = -1
@@ -176,11 +192,22 @@ class RecognizerNode(Node):
             person, removed = self._recognizer.forget(request.name)
             response.success, response.person_id = True, int(person.id)
             response.message = f"forgot {person.name!r} (id {person.id}, {removed} samples)"
-        except FaceRecognitionError as error:
+            self.get_logger().info(f"forget_person: {self._who(request.name, person.id)} forgotten")
+        except UnknownPersonError as error:
             response.success, response.message = False, str(error)
+            self.get_logger().info(f"forget_person: no such person ({self._quote(response.message)})",
+                                   throttle_duration_sec=REQUEST_LOG_THROTTLE_S)
         except Exception as error:  # noqa: BLE001 - a failed request must not take the node down
-            response.success, response.message = False, f"internal error: {type(error).__name__}: {error}"
-        self.get_logger().info(f"forget_person {request.name!r}: {response.message}")
+            response.success, response.message = False, str(error)
+            # Someone asked to be erased and is not: an error, also reported in /diagnostics.
+            self.get_logger().error(f"forget_person failed: {type(error).__name__}: {self._quote(str(error))}",
+                                    throttle_duration_sec=REQUEST_LOG_THROTTLE_S)
+        return response
+
+    def _on_cancel_enrollment(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        response.success = self._recognizer.cancel_live_enrollment()
+        response.message = "live enrollment cancelled" if response.success else "no live enrollment in progress"
+        self.get_logger().info(f"cancel_enrollment: {response.message}")
         return response
 
     def _on_list(self, request: ListPersons.Request, response: ListPersons.Response) -> ListPersons.Response:
@@ -202,7 +229,7 @@ class RecognizerNode(Node):
                  "device": str(self._param("device")), "encoder": status["encoder"],
                  "match_threshold": status["match_threshold"], "gallery": status["gallery"],
                  "live_enrollment": status["live_enrollment"]}
-        level, message, values = self._health.make(self._stats.snapshot(), facts)
+        level, message, values = self._health.make(self._stats.snapshot(), facts, problem=self._recognizer.problem)
         report = DiagnosticStatus(name=f"{self.get_name()}: face recognition", level=DIAGNOSTIC_LEVELS[level],
                                   message=message, hardware_id=self.get_fully_qualified_name())
         report.values = [KeyValue(key=key, value=value) for key, value in values.items()]

@@ -17,6 +17,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
+from std_srvs.srv import Trigger
 from vision_msgs.msg import Detection2DArray
 
 from face_recognition_ros.msg import FaceIdentities
@@ -59,6 +60,7 @@ class RecognizerClient:
         self.enroll_client = self.node.create_client(EnrollPerson, "/enroll_person")
         self.forget_client = self.node.create_client(ForgetPerson, "/forget_person")
         self.list_client = self.node.create_client(ListPersons, "/list_persons")
+        self.cancel_client = self.node.create_client(Trigger, "/cancel_enrollment")
         self.param_client = self.node.create_client(SetParameters, f"{NODE}/set_parameters")
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
@@ -160,6 +162,9 @@ class RecognizerClient:
 
     def forget(self, name: str) -> ForgetPerson.Response:
         return self.call(self.forget_client, ForgetPerson.Request(name=name))
+
+    def cancel_enrollment(self) -> Trigger.Response:
+        return self.call(self.cancel_client, Trigger.Request())
 
     def list_persons(self, timeout: float = 60.0) -> ListPersons.Response:
         return self.call(self.list_client, ListPersons.Request(), timeout)

@@ -216,6 +216,26 @@ class TestRecognizer(unittest.TestCase):
         self.assertLess(time.monotonic() - started, 40.0)
         self.assertNotIn("Ghost", self.client.list_persons().names)
 
+    def test_07b_live_enrollment_is_bounded_and_can_be_cancelled(self):
+        for timeout in (float("inf"), 1e9):
+            started = time.monotonic()
+            response = self.client.enroll("Patient Person", num_samples=1, timeout=timeout, call_timeout=30.0)
+            self.assertFalse(response.success)
+            self.assertIn("timeout", response.message)
+            self.assertLess(time.monotonic() - started, 10.0, "an unbounded timeout must be refused at once")
+        self.assertFalse(self.client.cancel_enrollment().success, "nothing to cancel yet")
+        result: dict = {}
+        enroller = threading.Thread(target=lambda: result.update(response=self.client.enroll(
+            "Cancelled Person", num_samples=2, timeout=60.0, call_timeout=90.0)), daemon=True)
+        enroller.start()
+        time.sleep(1.0)
+        self.assertTrue(self.client.cancel_enrollment().success)
+        enroller.join(30.0)
+        self.assertFalse(enroller.is_alive(), "the cancelled enrollment did not end")
+        self.assertFalse(result["response"].success)
+        self.assertIn("cancelled", result["response"].message)
+        self.assertNotIn("Cancelled Person", self.client.list_persons().names)
+
     def test_08_threshold_parameter_takes_effect(self):
         obama = _frame("test/obama1.jpg")
         self.assertEqual(_names(self.client.recognize(obama, FRAME_TIMEOUT_S)[0]), ["Barack Obama"])
@@ -336,3 +356,7 @@ class TestShutdown(unittest.TestCase):
         text = "".join(output.text.decode(errors="replace") for output in proc_output)
         self.assertNotIn("Traceback", text)
         self.assertIn("recognizing faces on /camera/image_raw", text)
+        # Names are personal data: the log speaks of person ids (log_names is off by default).
+        for name in ("Barack Obama", "Joe Biden", "Alex Lacamoire", "Cancelled Person", "Ghost"):
+            self.assertNotIn(name, text)
+        self.assertIn("forget_person: person id", text)
