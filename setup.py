@@ -20,7 +20,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["face_recognition_ros", "face_recognition_ros.*"]),
-    package_data={"face_recognition_ros": ["weights/*", "interfaces/*.msg", "interfaces/*.srv"]},
+    package_data={"face_recognition_ros": ["weights/*", "weights/cohorts/*", "interfaces/*.msg", "interfaces/*.srv"]},
     install_requires=[
         # 1.24-1.26 and 2.x both work and are both tested in CI; a robot stays on 1.x
         # (requirements/robot.txt says why)

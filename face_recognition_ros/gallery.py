@@ -86,12 +86,14 @@ class PersonInfo:
 
 @dataclass
 class EnrollResult:
-    """What an enrollment stored, and what it passed over (``skipped``: inputs not used, with the reason)."""
+    """What an enrollment stored, what it passed over (``skipped``: inputs not used, with the reason)
+    and what the caller should know (``warnings``: enrolled people the new samples resemble)."""
 
     person_id: int
     samples_added: int
     created: bool  # True when the person was new
     skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # look-alikes among the people already enrolled
 
 
 @dataclass(frozen=True, eq=False)

@@ -6,6 +6,10 @@ have fewer than ``k``), so a single odd sample cannot outvote a consistent set. 
 accepted only when their score reaches ``threshold`` *and* beats the runner-up by at least
 ``margin``; otherwise the face is unknown.
 
+The threshold is either given (a fixed cosine similarity) or, with ``target_far``, the open-set
+operating point of ``openset``: calibrated on the gallery itself (and a cohort of strangers) for a
+target rate of strangers given a name, recomputed whenever the gallery changes.
+
 Margin definition: best person's score minus the second-best person's score. With a single person
 in the gallery there is no runner-up, and the runner-up score is taken as -1 (the lowest possible
 cosine similarity), so the margin is ``score + 1`` and only the threshold decides. With an empty
@@ -19,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .openset import Cohort, OperatingPoint, calibrate, score_queries, top_mean
 from .types import Match
 
 if TYPE_CHECKING:  # the matcher needs no sqlite or OpenCV
@@ -58,12 +63,41 @@ class Matcher:
     callback); the next ``match`` call uses the new values.
     """
 
-    def __init__(self, threshold: float = 0.5, margin: float = 0.05, k: int = 3) -> None:
+    def __init__(self, threshold: float = 0.5, margin: float = 0.05, k: int = 3, target_far: float | None = None,
+                 cohort: Cohort | None = None, mode: str = "asnorm") -> None:
+        self._cache = None
         self.threshold = threshold
         self.margin = margin
         self.k = k
-        # (gallery, its grouping), swapped as one tuple so concurrent callers never mix them up
-        self._cache: tuple[GalleryEmbeddings, _Grouping] | None = None
+        self.cohort = cohort
+        self.mode = mode
+        self.target_far = target_far
+        # (gallery, its grouping, its operating point), swapped as one tuple so concurrent callers
+        # never mix them up
+        self._cache: tuple[GalleryEmbeddings, _Grouping, OperatingPoint | None] | None = None
+
+    @property
+    def target_far(self) -> float | None:
+        """The target false-accept rate per stranger query, or None for the fixed ``threshold``."""
+        return self._target_far
+
+    @target_far.setter
+    def target_far(self, value: float | None) -> None:
+        if value is not None and not 0.0 < float(value) < 1.0:
+            raise ValueError(f"target_far must lie in (0, 1), got {value}")
+        self._target_far = None if value is None else float(value)
+        self._cache = None  # the operating point is recalibrated at the next match
+
+    def operating_point(self, gallery: GalleryEmbeddings) -> OperatingPoint | None:
+        """The calibrated decision for ``gallery`` (None with a fixed threshold or an empty gallery)."""
+        if self._target_far is None or len(gallery.person_ids) == 0:
+            return None
+        return self._grouped(gallery)[1]
+
+    def threshold_in_force(self, gallery: GalleryEmbeddings | None) -> float:
+        """The raw similarity a typical face must reach now: the fixed threshold, or the operating point's."""
+        point = self.operating_point(gallery) if gallery is not None else None
+        return self._threshold if point is None else point.typical_raw_threshold
 
     @property
     def threshold(self) -> float:
@@ -75,6 +109,7 @@ class Matcher:
         if not -1.0 <= value <= 1.0:
             raise ValueError(f"threshold must be a cosine similarity in [-1, 1], got {value}")
         self._threshold = value
+        self._cache = None  # it is the calibration's floor too
 
     @property
     def margin(self) -> float:
@@ -86,6 +121,7 @@ class Matcher:
         if not 0.0 <= value <= 2.0:
             raise ValueError(f"margin must be in [0, 2], got {value}")
         self._margin = value
+        self._cache = None
 
     @property
     def k(self) -> int:
@@ -96,6 +132,7 @@ class Matcher:
         if isinstance(value, bool) or int(value) != value or value < 1:
             raise ValueError(f"k must be a positive integer, got {value!r}")
         self._k = int(value)
+        self._cache = None
 
     def match(self, queries: np.ndarray, gallery: GalleryEmbeddings) -> list[Match]:
         """One ``Match`` per query row; queries are (N, D) unit-norm embeddings."""
@@ -104,44 +141,77 @@ class Matcher:
             return []
         if len(gallery.person_ids) == 0:
             return [Match(None, None, NO_RUNNER_UP_SCORE, 0.0) for _ in range(len(queries))]
-        grouping = self._grouping(gallery)
+        grouping, point = self._grouped(gallery)
         if grouping.embeddings.shape[1] != queries.shape[1]:
             raise ValueError(
                 f"query embeddings have {queries.shape[1]} dimensions but the gallery's have "
                 f"{grouping.embeddings.shape[1]}: were they made by the same encoder?"
             )
-        similarities = queries @ grouping.embeddings.T
-        scores = person_scores(similarities, grouping.starts, grouping.counts, self.k)
-        best, best_score, runner_up = _top_two(scores)
-        return self._decide(best, best_score, runner_up, grouping.person_ids, gallery.names)
+        if point is None:
+            similarities = queries @ grouping.embeddings.T
+            best, best_score, runner_up = _top_two(person_scores(similarities, grouping.starts, grouping.counts, self.k))
+            needed = np.full(len(best), self._threshold, np.float64)
+        else:
+            scored = score_queries(queries, grouping, self.k, None, point.statistics_cohort)
+            best, best_score, runner_up = scored.best, scored.best_score, scored.runner_up
+            needed = point.raw_thresholds(best, scored.query_top)
+        return self._decide(best, best_score, runner_up, needed, grouping.person_ids, gallery.names)
 
-    def _grouping(self, gallery: GalleryEmbeddings) -> _Grouping:
-        # The same GalleryEmbeddings object is matched frame after frame: group it once.
+    def _grouped(self, gallery: GalleryEmbeddings) -> tuple[_Grouping, OperatingPoint | None]:
+        # The same GalleryEmbeddings object is matched frame after frame: group (and calibrate) once.
         cache = self._cache
         if cache is None or cache[0] is not gallery:
-            cache = (gallery, _group_by_person(gallery))
+            grouping = _group_by_person(gallery)
+            point = None
+            if self._target_far is not None:
+                point = calibrate(grouping, self.cohort, self._target_far, self._k, self._margin, self._threshold,
+                                  self.mode)
+            cache = (gallery, grouping, point)
             self._cache = cache
-        return cache[1]
+        return cache[1], cache[2]
+
+    def _grouping(self, gallery: GalleryEmbeddings) -> _Grouping:
+        return self._grouped(gallery)[0]
 
     def _decide(
         self,
         best: np.ndarray,
         best_score: np.ndarray,
         runner_up: np.ndarray,
+        needed: np.ndarray,
         person_ids: np.ndarray,
         names: dict[int, str],
     ) -> list[Match]:
         margins = best_score - runner_up
-        accepted = (best_score >= self._threshold) & (margins >= self._margin)
+        accepted = (best_score >= needed) & (margins >= self._margin)
         matches = []
         for index in range(len(best)):
-            similarity, margin = float(best_score[index]), float(margins[index])
+            similarity, margin, threshold = float(best_score[index]), float(margins[index]), float(needed[index])
             if accepted[index]:
                 person_id = int(person_ids[best[index]])
-                matches.append(Match(person_id, names.get(person_id), similarity, margin))
+                matches.append(Match(person_id, names.get(person_id), similarity, margin, threshold))
             else:
-                matches.append(Match(None, None, similarity, margin))
+                matches.append(Match(None, None, similarity, margin, threshold))
         return matches
+
+    def closest_people(self, queries: np.ndarray, gallery: GalleryEmbeddings) -> list[tuple[int, float, float]]:
+        """For each enrolled person: (person id, the best score any of ``queries`` reaches against them,
+        the score a face needs to be named as them now), highest first. What enrollment warns about."""
+        queries = _check_queries(queries)
+        if len(queries) == 0 or len(gallery.person_ids) == 0:
+            return []
+        grouping, point = self._grouped(gallery)
+        scores = person_scores(queries @ grouping.embeddings.T, grouping.starts, grouping.counts, self.k)
+        best_query = np.argmax(scores, axis=0)
+        reached = scores[best_query, np.arange(scores.shape[1])]
+        if point is None:
+            needed = np.full(len(reached), self._threshold, np.float64)
+        else:
+            query_top = top_mean(queries @ point.statistics_cohort.T) if point.mode == "asnorm" else \
+                np.zeros(len(queries), np.float32)
+            needed = point.raw_thresholds(np.arange(len(reached)), query_top[best_query])
+        order = np.argsort(-reached)
+        return [(int(grouping.person_ids[i]), float(reached[i]), float(needed[i])) for i in order]
 
 
 def _top_two(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -54,8 +54,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("compressed", False, "Subscribe to sensor_msgs/CompressedImage on 'image/compressed' "
               "instead of sensor_msgs/Image on 'image'"),
     # -- recognition (changeable at run time) --------------------------------------------------
-    ParamSpec("match_threshold", 0.0, "Minimum cosine similarity to accept a gallery match "
-              "(0.0 = the encoder's calibrated threshold)", 0.0, 1.0, dynamic=True),
+    ParamSpec("match_threshold", 0.0, "A fixed minimum cosine similarity to accept a gallery match "
+              "(0.0 = the open-set operating point for target_false_accept_rate)", 0.0, 1.0, dynamic=True),
+    ParamSpec("target_false_accept_rate", 0.01, "Share of strangers that may be given a name, per face "
+              "seen; the threshold is calibrated for it on the gallery (used while match_threshold is 0.0)",
+              0.0001, 0.5, dynamic=True),
     ParamSpec("match_margin", -1.0, "Minimum lead of the best person's similarity over the runner-up "
               "(-1.0 = the encoder's calibrated margin)", -1.0, 1.0, dynamic=True),
     ParamSpec("detector_score_threshold", 0.8, "Minimum face detector confidence", 0.05, 1.0, dynamic=True),
@@ -70,6 +73,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               0.05, 0.95),
     ParamSpec("track_max_missed", 5, "Frames a track survives without its face before it ends", 0, 1000),
     ParamSpec("track_vote_window", 5, "Recent matches a track's published identity is voted over", 1, 100),
+    ParamSpec("track_min_votes", 2, "Frames of the vote window that must agree on a person before the track is "
+              "named (1 = a single frame is enough; at most track_vote_window)", 1, 100),
     # -- live enrollment -------------------------------------------------------------------------
     ParamSpec("enroll_num_samples", 5, "Default samples for live enrollment (EnrollPerson.num_samples = 0)",
               1, 100, dynamic=True),
@@ -121,6 +126,7 @@ def pipeline_config(values: Mapping[str, Any]) -> PipelineConfig:
         detector_max_size=values["detector_max_size"],
         max_faces=values["max_faces"] or None,
         match_threshold=_optional_threshold(values["match_threshold"]),
+        target_false_accept_rate=values["target_false_accept_rate"],
         match_margin=_optional_margin(values["match_margin"]),
         gallery_path=values["gallery_path"] or None,
     )
@@ -140,7 +146,9 @@ def enrollment_settings(values: Mapping[str, Any]) -> LiveEnrollmentSettings:
 def build_recognizer(values: Mapping[str, Any]) -> Recognizer:
     """The recognizer the node runs, from all of its parameter values."""
     tracker = FaceTracker(iou_threshold=values["track_iou_threshold"], max_missed=values["track_max_missed"],
-                          vote_window=values["track_vote_window"])
+                          vote_window=values["track_vote_window"],
+                          # a window shorter than the agreement asked for: the whole window must agree
+                          min_votes=min(values["track_min_votes"], values["track_vote_window"]))
     return Recognizer(RecognitionPipeline(pipeline_config(values)), tracker, enrollment_settings(values))
 
 
@@ -163,6 +171,8 @@ def apply_runtime_parameters(recognizer: Recognizer, values: Mapping[str, Any]) 
         match["threshold"] = _optional_threshold(values["match_threshold"])
     if "match_margin" in values:
         match["margin"] = _optional_margin(values["match_margin"])
+    if "target_false_accept_rate" in values:
+        match["target_far"] = float(values["target_false_accept_rate"])
     detection = {}
     if "detector_score_threshold" in values:
         detection["score_threshold"] = float(values["detector_score_threshold"])

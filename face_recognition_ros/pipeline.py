@@ -19,9 +19,12 @@ from .encoders import FaceEncoder, create_encoder
 from .errors import NoFaceError
 from .gallery import EnrollResult, Gallery, GalleryEmbeddings, default_gallery_path, validate_name
 from .matching import Matcher
+from .openset import DEFAULT_TARGET_FAR, load_cohort
 from .types import Detections, FaceResult, FrameResult, Match
 
 LOGGER = logging.getLogger(__name__)
+#: enrollment warns about another person the new samples come this close to (below their bar) or closer
+LOOKALIKE_SLACK = 0.03
 
 
 @dataclass
@@ -41,7 +44,8 @@ class PipelineConfig:
     min_face_size: int = 20  # pixels, shorter box side in the source frame
     detector_max_size: int | None = 640  # longer frame side is downscaled to this for detection
     max_faces: int | None = 10
-    match_threshold: float | None = None  # None: the encoder's LFW-calibrated default
+    match_threshold: float | None = None  # a fixed threshold; None: the open-set operating point below
+    target_false_accept_rate: float | None = None  # strangers given a name, per query; None: openset's default
     match_margin: float | None = None  # None: the encoder's calibrated default
     knn: int = 3
     gallery_path: str | None = None  # None: default_gallery_path()
@@ -106,8 +110,8 @@ class RecognitionPipeline:
             )
         self.detector = detector
         self.detector_backend, self.encoder_backend = self._attach_backends()
-        self.matcher = Matcher(k=cfg.knn)
-        self.set_match(cfg.match_threshold, cfg.match_margin)
+        self.matcher = Matcher(k=cfg.knn, cohort=load_cohort(encoder.identity))
+        self.set_match(cfg.match_threshold, cfg.match_margin, target_far=cfg.target_false_accept_rate)
         self.gallery = gallery if gallery is not None else Gallery(cfg.gallery_path or default_gallery_path())
         self._gallery_revision: int | None = None
         self._gallery_embeddings: GalleryEmbeddings | None = None
@@ -130,15 +134,40 @@ class RecognitionPipeline:
         )
         return attach_backend(self.detector, cfg.backend, **options), attach_backend(self.encoder, cfg.backend, **options)
 
-    def set_match(self, threshold: float | None = None, margin: float | None = None, k: int | None = None) -> None:
-        """The decision parameters; ``None`` is the encoder's calibrated default (the one place it is decided).
+    def set_match(self, threshold: float | None = None, margin: float | None = None, k: int | None = None,
+                  target_far: float | None = None) -> None:
+        """The decision parameters: the one place where "not given" becomes a default.
 
-        Raises ``ValueError`` for values out of range, leaving the previous ones in force.
+        A ``threshold`` is a fixed cosine similarity. Without one, the decision is the open-set
+        operating point (``openset``) for ``target_far`` (default ``openset.DEFAULT_TARGET_FAR``),
+        calibrated on the gallery and the encoder's cohort, never looser than the encoder's own 1:1
+        threshold. ``margin`` defaults to the encoder's. Raises ``ValueError`` for values out of
+        range, leaving the previous ones in force.
         """
-        threshold = self.encoder.default_threshold if threshold is None else threshold
+        fixed = threshold is not None
+        threshold = float(threshold) if fixed else self.encoder.default_threshold
         margin = self.encoder.default_margin if margin is None else margin
-        trial = Matcher(threshold, margin, self.matcher.k if k is None else k)  # validates all three first
-        self.matcher.threshold, self.matcher.margin, self.matcher.k = trial.threshold, trial.margin, trial.k
+        target = None if fixed else (DEFAULT_TARGET_FAR if target_far is None else target_far)
+        trial = Matcher(threshold, margin, self.matcher.k if k is None else k, target)  # validates them all first
+        matcher = self.matcher
+        matcher.threshold, matcher.margin, matcher.k, matcher.target_far = trial.threshold, trial.margin, trial.k, target
+
+    @property
+    def threshold_in_force(self) -> float:
+        """The similarity a typical face must reach now (the fixed threshold, or the operating point's)."""
+        return self.matcher.threshold_in_force(self._gallery_embeddings)
+
+    def decision(self) -> dict:
+        """What decides who is named, for reports (``recognize --json``, ``/diagnostics``)."""
+        point = self.matcher.operating_point(self._gallery_embeddings) if self._gallery_embeddings is not None else None
+        report = {"threshold": round(self.threshold_in_force, 4), "margin": round(self.matcher.margin, 4),
+                  "mode": "fixed threshold" if self.matcher.target_far is None else (point.mode if point else "openset")}
+        if self.matcher.target_far is not None:
+            report["target_false_accept_rate"] = self.matcher.target_far
+            report["people"] = len(set(self._gallery_embeddings.person_ids.tolist())) if self._gallery_embeddings else 0
+            if point is not None:
+                report["description"] = point.describe()
+        return report
 
     def refresh_gallery(self, force: bool = False) -> bool:
         """Reload gallery embeddings if the gallery changed (in any process); True when reloaded."""
@@ -234,7 +263,28 @@ class RecognitionPipeline:
         return result
 
     def enroll_batch(self, name: str, storage_crops: np.ndarray, embeddings: np.ndarray) -> EnrollResult:
-        """Store already computed samples (e.g. live enrollment) under ``name``."""
+        """Store already computed samples (e.g. live enrollment) under ``name``; the result warns
+        about enrolled people the new samples come close to (``lookalike_warnings``)."""
+        self.refresh_gallery()
+        warnings = self.lookalike_warnings(name, embeddings)
         stored = self.gallery.enroll(name, embeddings, storage_crops, self.encoder.identity)
         self.refresh_gallery()
+        stored.warnings = warnings
         return stored
+
+    def lookalike_warnings(self, name: str, embeddings: np.ndarray) -> list[str]:
+        """One line per other enrolled person the samples come within ``LOOKALIKE_SLACK`` of the bar
+        for: a look-alike (who needs more care to tell apart), or the same person under another name."""
+        gallery = self._gallery_embeddings
+        if gallery is None or len(gallery.person_ids) == 0:
+            return []
+        name = validate_name(name)
+        warnings = []
+        for person_id, reached, needed in self.matcher.closest_people(np.asarray(embeddings, np.float32), gallery):
+            other = gallery.names.get(person_id)
+            if other == name or reached < needed - LOOKALIKE_SLACK:
+                continue
+            verdict = "would be taken for" if reached >= needed else "comes close to"
+            warnings.append(f"the new samples {verdict} {other!r} (person id {person_id}): similarity {reached:.3f}, "
+                            f"{needed:.3f} names them; a look-alike, or the same person under another name?")
+        return warnings

@@ -75,7 +75,8 @@ class Recognizer:
         self._votes_revision = pipeline.gallery_revision
         self._votes_stale = False
         # the decision as asked for (None: the encoder's default), so one can change without the other
-        self._match = {"threshold": pipeline.config.match_threshold, "margin": pipeline.config.match_margin}
+        self._match = {"threshold": pipeline.config.match_threshold, "margin": pipeline.config.match_margin,
+                       "target_far": pipeline.config.target_false_accept_rate}
         self._live: _LiveSession | None = None
         self._live_slot = threading.Lock()
         #: a fault that needs a person's attention (a forget that failed), "" when there is none
@@ -108,24 +109,24 @@ class Recognizer:
 
     # -- decisions and limits ------------------------------------------------------------------
 
-    def set_match(self, threshold: float | None | object = UNCHANGED,
-                  margin: float | None | object = UNCHANGED) -> None:
-        """Threshold and margin in force from the next frame on; ``None`` is the encoder's calibrated
-        default, an omitted one stays as it is. Raises ValueError (changing nothing) when out of range."""
+    def set_match(self, threshold: float | None | object = UNCHANGED, margin: float | None | object = UNCHANGED,
+                  target_far: float | None | object = UNCHANGED) -> None:
+        """The decision from the next frame on: a fixed ``threshold``, or (``None``) the open-set
+        operating point for ``target_far`` (None: the default rate); ``margin`` None is the encoder's.
+        An omitted one stays as it is. Raises ValueError (changing nothing) when out of range."""
         with self._lock:
             settings = dict(self._match)
-            if threshold is not UNCHANGED:
-                settings["threshold"] = threshold
-            if margin is not UNCHANGED:
-                settings["margin"] = margin
-            self.pipeline.set_match(settings["threshold"], settings["margin"])
+            for key, value in (("threshold", threshold), ("margin", margin), ("target_far", target_far)):
+                if value is not UNCHANGED:
+                    settings[key] = value
+            self.pipeline.set_match(settings["threshold"], settings["margin"], target_far=settings["target_far"])
             self._match = settings
             self._votes_stale = True
 
     @property
     def threshold(self) -> float:
-        """The similarity threshold in force."""
-        return self.pipeline.matcher.threshold
+        """The similarity a typical face must reach now (a fixed threshold, or the operating point's)."""
+        return self.pipeline.threshold_in_force
 
     @property
     def margin(self) -> float:
@@ -162,7 +163,8 @@ class Recognizer:
                 if detection:
                     self.set_detection(**detection)
             except ValueError:
-                self.pipeline.set_match(previous_match["threshold"], previous_match["margin"])
+                self.pipeline.set_match(previous_match["threshold"], previous_match["margin"],
+                                    target_far=previous_match["target_far"])
                 self._match, self._votes_stale = previous_match, previous_votes
                 raise
             if enrollment is not None:
@@ -313,6 +315,7 @@ class Recognizer:
             "detector_backend": pipeline.detector_backend,
             "match_threshold": f"{self.threshold:.3f}",
             "match_margin": f"{self.margin:.3f}",
+            "decision": self.pipeline.decision().get("description", self.pipeline.decision()["mode"]),
             "gallery": str(pipeline.gallery.path),
             "gallery_revision": str(self.gallery_revision),
             "live_enrollment": self.live_enrollment_status(),

@@ -39,14 +39,18 @@ class FaceTracker:
     ``iou_threshold`` (greedy, best overlap first) and it is not unseen for more than
     ``max_missed`` frames in a row. Its published identity is the majority of its last
     ``vote_window`` matches (unknown is a vote too), ties going to the higher total similarity,
-    so one wrong frame does not flip a name.
+    so one wrong frame does not flip a name. A person is named only once at least ``min_votes`` of
+    the window's frames agree on them: a stranger who passes the bar in a single frame stays unknown.
     """
 
-    def __init__(self, iou_threshold: float = 0.3, max_missed: int = 5, vote_window: int = 5):
+    def __init__(self, iou_threshold: float = 0.3, max_missed: int = 5, vote_window: int = 5, min_votes: int = 2):
         if not 0.0 < iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
         if max_missed < 0 or vote_window < 1:
             raise ValueError(f"max_missed must be >= 0 and vote_window >= 1, got {max_missed}, {vote_window}")
+        if not 1 <= min_votes <= vote_window:
+            raise ValueError(f"min_votes must lie in [1, vote_window={vote_window}], got {min_votes}")
+        self.min_votes = min_votes
         self.iou_threshold = iou_threshold
         self.max_missed = max_missed
         self.vote_window = vote_window
@@ -98,7 +102,7 @@ class FaceTracker:
             if track.track_id not in seen:
                 track.missed += 1
         self._tracks = [t for t in self._tracks if t.missed <= self.max_missed]
-        return [t.track_id for t in tracks], [self._vote(t) for t in tracks]
+        return [t.track_id for t in tracks], [self._vote(t, self.min_votes) for t in tracks]
 
     def _associate(self, boxes: np.ndarray) -> dict[int, _Track]:
         """Detection index -> existing track, greedily by descending IoU above the threshold."""
@@ -123,16 +127,22 @@ class FaceTracker:
         return track
 
     @staticmethod
-    def _vote(track: _Track) -> Match:
+    def _vote(track: _Track, min_votes: int = 1) -> Match:
         counts = Counter(m.person_id for m in track.history)
         similarity_sums: dict[int | None, float] = {}
         for m in track.history:
             similarity_sums[m.person_id] = similarity_sums.get(m.person_id, 0.0) + float(m.similarity)
         winner = max(counts, key=lambda person: (counts[person], similarity_sums[person]))
         votes = [m for m in track.history if m.person_id == winner]
+        similarity = float(np.mean([m.similarity for m in votes]))
+        margin = float(np.mean([m.margin for m in votes]))
+        if winner is not None and counts[winner] < min_votes:
+            # Not yet agreed on often enough: unknown, with the frames' own figures.
+            return Match(None, None, similarity, margin, votes[-1].threshold)
         return Match(
             person_id=winner,
             name=None if winner is None else track.names.get(winner, votes[-1].name),
-            similarity=float(np.mean([m.similarity for m in votes])),
-            margin=float(np.mean([m.margin for m in votes])),
+            similarity=similarity,
+            margin=margin,
+            threshold=votes[-1].threshold,
         )

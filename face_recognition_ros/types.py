@@ -53,6 +53,8 @@ class Match:
     name: str | None
     similarity: float  # best person's score (cosine similarity, k-NN vote)
     margin: float  # best person's score minus the second-best person's score
+    #: the similarity the best person needed (the operating point in force for this face); None: not known
+    threshold: float | None = None
 
     @property
     def is_known(self) -> bool:
@@ -103,6 +105,7 @@ class FaceResult:
             "is_known": self.match.is_known,
             "similarity": round(float(self.match.similarity), 4),
             "margin": round(float(self.match.margin), 4),
+            "threshold": None if self.match.threshold is None else round(float(self.match.threshold), 4),
             "track_id": self.track_id,
         }
 

@@ -363,3 +363,20 @@ def test_eval_identify_reports_a_non_image_as_such_not_as_a_missed_face(capsys, 
     assert result["skipped_files"] == [f"{people / 'obama' / 'broken.jpg'}: not an image"]
     assert result["failed_detections"] == 0
     assert "broken.jpg" in err
+
+
+def test_recognize_json_reports_the_threshold_in_force_for_the_frame_and_each_face(capsys, enrolled, media_dir):
+    code, out, err = run(capsys, "recognize", media_dir / "knn_examples" / "test" / "obama1.jpg", "--gallery", enrolled,
+                         "--json")
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["decision"]["target_false_accept_rate"] == 0.01 and record["decision"]["threshold"] >= 0.9
+    assert record["faces"][0]["threshold"] >= record["decision"]["threshold"] - 0.05
+    code, out, _ = run(capsys, "recognize", media_dir / "obama.jpg", "--gallery", enrolled, "--json", "--threshold", "0.95")
+    assert json.loads(out)["decision"] == {"threshold": 0.95, "margin": 0.01, "mode": "fixed threshold"}
+
+
+def test_enroll_warns_about_a_look_alike(capsys, enrolled, media_dir):
+    code, out, err = run(capsys, "enroll", "Barack", media_dir / "obama-480p.jpg", "--gallery", enrolled, "--json")
+    assert code == 0, err
+    assert json.loads(out)["warnings"] and "'obama'" in err

@@ -96,6 +96,7 @@ def test_a_whole_stream_enroll_recognise_live_enroll_threshold_forget(recognizer
 
     # identities, strangers, empty frames
     both = np.ascontiguousarray(frame(knn, "test/obama_and_biden.jpg")[:, :500])
+    recognizer.process(both)  # a track is named once track_min_votes (2) of its frames agree
     result = recognizer.process(both)
     assert names(result) == ["Barack Obama", "Joe Biden"]
     assert all(face.match.is_known and face.track_id >= 0 for face in result.faces)
@@ -120,8 +121,9 @@ def test_a_whole_stream_enroll_recognise_live_enroll_threshold_forget(recognizer
     assert becomes(recognizer, obama, []), "a 0.99 threshold should make the face unknown"
     with pytest.raises(ValueError):
         recognizer.set_match(threshold=1.5)
-    apply_runtime_parameters(recognizer, {"match_threshold": 0.0})
-    assert recognizer.threshold == pytest.approx(recognizer.pipeline.encoder.default_threshold)
+    apply_runtime_parameters(recognizer, {"match_threshold": 0.0})  # back to the open-set operating point
+    assert recognizer.pipeline.matcher.target_far == 0.01
+    assert recognizer.threshold >= recognizer.pipeline.encoder.default_threshold  # never looser than 1:1
     apply_runtime_parameters(recognizer, {"match_threshold": MATCH_THRESHOLD})
     assert becomes(recognizer, obama, ["Barack Obama"])
 
@@ -200,3 +202,33 @@ def test_a_recognizer_without_tracking_reports_each_frames_own_match(recognizer,
     untracked = Recognizer(recognizer.pipeline, track=False)
     result = untracked.process(frame(knn, "test/obama1.jpg"))
     assert [face.track_id for face in result.faces] == [-1]
+
+
+def test_enrolling_a_look_alike_or_the_same_person_under_another_name_warns(recognizer, knn):
+    obama_again = recognizer.enroll_images("Obama Twin", [frame(knn, "test/obama1.jpg")])
+    try:
+        assert obama_again.warnings and "'Barack Obama'" in obama_again.warnings[0]
+        assert "same person under another name" in obama_again.warnings[0]
+    finally:
+        recognizer.forget("Obama Twin")
+    kit = recognizer.enroll_images("Kit Harington", [frame(knn, "train/kit_harington/john1.jpeg")])
+    try:
+        assert kit.warnings == []  # nobody enrolled looks like him
+        more = recognizer.enroll_images("Kit Harington", [frame(knn, "train/kit_harington/john2.jpeg")])
+        assert more.warnings == []  # more samples of the same person are not a look-alike of themselves
+    finally:
+        recognizer.forget("Kit Harington")
+
+
+def test_the_decision_in_force_is_reported_with_each_face_and_in_the_status(recognizer, knn):
+    apply_runtime_parameters(recognizer, {"match_threshold": 0.0})  # the open-set operating point
+    if "Barack Obama" not in [p.name for p in recognizer.list_people()]:
+        recognizer.enroll_images("Barack Obama", [frame(knn, "train/obama/obama.jpg")])
+    result = recognizer.process(frame(knn, "test/obama1.jpg"))
+    (face,) = result.faces
+    assert face.match.threshold is not None and face.match.threshold >= recognizer.pipeline.encoder.default_threshold
+    status = recognizer.status()
+    assert float(status["match_threshold"]) == pytest.approx(recognizer.threshold, abs=1e-3)
+    decision = recognizer.pipeline.decision()
+    assert decision["target_false_accept_rate"] == 0.01 and "target false accepts" in decision["description"]
+    apply_runtime_parameters(recognizer, {"match_threshold": MATCH_THRESHOLD})

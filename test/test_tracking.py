@@ -45,7 +45,7 @@ def test_two_faces_get_different_ids_and_keep_them_when_order_in_the_frame_chang
 def test_two_crossing_faces_keep_their_ids_while_passing_each_other():
     # Alice walks right, Bob walks left; at every frame each box overlaps its own previous box
     # more than the other face's box, including the frames where the two boxes overlap.
-    tracker = FaceTracker()
+    tracker = FaceTracker(min_votes=1)  # names from the first frame: this test is about the ids
     ids_alice, ids_bob = [], []
     for step in range(13):
         alice_x, bob_x = 20 + 15 * step, 200 - 15 * step
@@ -94,7 +94,7 @@ def test_a_renamed_person_is_published_with_the_newest_name():
 
 
 def test_a_track_survives_max_missed_empty_frames_and_expires_after():
-    tracker = FaceTracker(max_missed=2)
+    tracker = FaceTracker(max_missed=2, min_votes=1)  # a new track named at once: this test is about expiry
     (track,), _ = tracker.update(np.array([box(100)]), [ALICE])
     for _ in range(2):
         tracker.update(np.zeros((0, 4)), [])
@@ -164,3 +164,19 @@ def test_apply_gives_results_track_ids_and_voted_names_in_place():
     tracker.apply(glitch)
     assert first[0].track_id == glitch[0].track_id >= 0
     assert glitch[0].match.name == "ada"  # one bad frame is outvoted
+
+
+def test_a_stranger_who_passes_the_bar_in_a_single_frame_stays_unknown():
+    tracker = FaceTracker(vote_window=5, min_votes=2)
+    stranger_frames = [UNKNOWN, UNKNOWN, Match(1, "alice", 0.95, 0.2), UNKNOWN, UNKNOWN, UNKNOWN]
+    published = [tracker.update(np.array([box(100)]), [match])[1][0] for match in stranger_frames]
+    assert all(not match.is_known for match in published)
+
+
+def test_a_new_track_is_named_once_two_frames_agree_and_a_single_vote_is_enough_when_asked():
+    strict, lenient = FaceTracker(min_votes=2), FaceTracker(min_votes=1)
+    assert strict.update(np.array([box(100)]), [ALICE])[1][0].name is None
+    assert strict.update(np.array([box(101)]), [ALICE])[1][0].name == "alice"
+    assert lenient.update(np.array([box(100)]), [ALICE])[1][0].name == "alice"
+    with pytest.raises(ValueError, match="min_votes"):
+        FaceTracker(vote_window=3, min_votes=4)

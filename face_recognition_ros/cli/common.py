@@ -28,7 +28,11 @@ def add_model_options(parser: argparse.ArgumentParser, gallery: bool = True) -> 
     group.add_argument("--threads", type=int, help="CPU inference threads (default: one per core)")
     group.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     group.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
-    group.add_argument("--threshold", type=float, help="match threshold (default: the encoder's calibrated one)")
+    group.add_argument("--threshold", type=float,
+                       help="a fixed match threshold (default: the open-set operating point for --target-far)")
+    group.add_argument("--target-far", type=float, metavar="RATE",
+                       help="share of strangers that may be given a name, per face; the threshold is calibrated "
+                       "for it on the gallery (default 0.01; ignored with --threshold)")
     group.add_argument("--margin", type=float,
                        help="required lead over the second-best person (default: the encoder's calibrated one)")
     group.add_argument("--min-face-size", type=int, default=20, help="smallest face side in pixels")
@@ -76,6 +80,7 @@ def pipeline_from_args(args: argparse.Namespace, gallery=None):
         precision=args.precision,
         threads=args.threads,
         match_threshold=args.threshold,
+        target_false_accept_rate=args.target_far,
         match_margin=args.margin,
         min_face_size=args.min_face_size,
         detector_max_size=args.detector_max_size or None,

@@ -11,9 +11,10 @@ import numpy as np
 
 from ..alignment import align_faces
 from ..data_paths import data_root
-from ..errors import FaceRecognitionError, ImageError
+from ..errors import FaceRecognitionError
 from ..image_files import load_image
 from ..types import Detections
+from ..evaluation.embedding_cache import EmbeddingCache, cached_embedder
 from .common import add_model_options, emit_json, scratch_pipeline
 
 
@@ -43,9 +44,14 @@ def add_parsers(subparsers) -> None:
         "queries; a fraction of the identities is never enrolled and must be reported unknown.",
     )
     identify.add_argument("--data", help="folder with one sub-folder per identity (default: celeba-subset)")
-    identify.add_argument("--enroll-per-identity", type=int, default=5, metavar="K")
+    identify.add_argument("--enroll-per-identity", type=int, default=3, metavar="K")
     identify.add_argument("--unknown-fraction", type=float, default=0.2, metavar="F")
     identify.add_argument("--seed", type=int, default=0)
+    identify.add_argument("--cache-dir", metavar="DIR",
+                          help="where image embeddings are cached between runs (default: the user cache dir)")
+    identify.add_argument("--no-cache", action="store_true", help="embed every image again, cache nothing")
+    identify.add_argument("--plot", metavar="FILE.png",
+                          help="draw the trade-off (missed known people against strangers accepted, a DET curve)")
     identify.set_defaults(func=run_identify)
     for sub in (lfw, identify):
         add_model_options(sub, gallery=False)
@@ -138,16 +144,54 @@ def run_identify(args: argparse.Namespace) -> int:
             return None
         return batch.embeddings[batch.detections.largest_index()]
 
-    result = evaluate_identification(
-        embed_image, data, enroll_per_identity=args.enroll_per_identity, unknown_fraction=args.unknown_fraction,
-        seed=args.seed, threshold=pipeline.matcher.threshold, margin=pipeline.matcher.margin,
-        k=pipeline.matcher.k, progress=not args.json,
-    )
+    cache = None if args.no_cache else EmbeddingCache(identification_settings(pipeline), args.cache_dir)
+    try:
+        result = evaluate_identification(
+            cached_embedder(embed_image, cache), data, enroll_per_identity=args.enroll_per_identity, unknown_fraction=args.unknown_fraction,
+            seed=args.seed, margin=pipeline.matcher.margin, k=pipeline.matcher.k, progress=not args.json,
+            threshold=pipeline.matcher.threshold if pipeline.matcher.target_far is None else None,
+            target_far=pipeline.matcher.target_far, cohort=pipeline.matcher.cohort,
+            floor=pipeline.encoder.default_threshold,
+        )
+    finally:
+        if cache is not None:
+            cache.save()
     result["encoder"] = pipeline.encoder.identity
     for problem in result["skipped_files"] + result["unreadable"]:
         print(f"warning: {problem}", file=sys.stderr)
+    if args.plot:
+        if "open_set" not in result:
+            raise FaceRecognitionError("--plot draws the open-set trade-off: leave out --threshold")
+        from ..evaluation.plots import plot_open_set
+
+        plot_open_set(result["open_set"], args.plot, f"{pipeline.encoder.name} on {data.name}, "
+                      f"K={args.enroll_per_identity}, {result['known_identities']} people enrolled")
+        result["plot"] = args.plot
+    if not args.json and "open_set" in result:
+        _print_open_set(result["open_set"])
+        result = {key: value for key, value in result.items() if key != "open_set"}
     _print_result(result, args.json)
     return 0
+
+
+def _print_open_set(figures: dict) -> None:
+    point = figures["operating_point"]
+    print(f"operating point              {point['description']}")
+    print(f"  false accepts              {point['false_accept_rate']:.4f} (target {point['target_false_accept_rate']})")
+    print(f"  identified (DIR)           {point['identification_rate']:.4f}")
+    for name, rates in figures["identification_rate_at_far"].items():
+        print(f"DIR at FAR ({name:10s})      " + ", ".join(f"{far}: {rate:.4f}" for far, rate in rates.items()))
+    for row in figures["gallery_growth"]:
+        print(f"gallery of {row['identities']:5d}             threshold {row['threshold']:.3f}, false accepts "
+              f"{row['false_accept_rate']:.4f}, DIR {row['identification_rate']:.4f}")
+
+
+def identification_settings(pipeline) -> dict:
+    """What decides an image's embedding in ``eval identify``: the cache key of its embeddings."""
+    detector = pipeline.detector
+    return {"encoder": pipeline.encoder.identity, "detector": detector.weights_hash, "face": "largest",
+            "score_threshold": detector.score_threshold, "min_face_size": detector.min_face_size,
+            "max_size": detector.max_size}
 
 
 def _print_result(result: dict, as_json: bool) -> None:

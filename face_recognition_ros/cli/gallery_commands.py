@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..errors import ImageError, NoFaceError
 from ..image_files import find_images, load_image
@@ -64,12 +65,14 @@ def run_enroll(args: argparse.Namespace) -> int:
     result.skipped += [f"{path}: {reason}" for path, reason in listing.skipped]
     if args.json:
         emit_json({"name": name, "person_id": result.person_id, "created": result.created,
-                   "samples_added": result.samples_added, "skipped": result.skipped})
+                   "samples_added": result.samples_added, "skipped": result.skipped, "warnings": result.warnings})
     else:
         verb = "enrolled" if result.created else "added samples to"
         print(f"{verb} {name} (id {result.person_id}): {result.samples_added} sample(s)")
         for reason in result.skipped:
             print(f"  skipped {reason}")
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

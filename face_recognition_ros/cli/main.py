@@ -14,7 +14,8 @@ EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import bench_command, demo_command, eval_commands, gallery_commands, optional_commands, recognize_command
+    from . import (bench_command, cohort_command, demo_command, eval_commands, gallery_commands, optional_commands,
+                   recognize_command)
 
     parser = argparse.ArgumentParser(
         prog="face-recognition-ros",
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_command.add_parser(subparsers)
     eval_commands.add_parsers(subparsers)
     bench_command.add_parser(subparsers)
+    cohort_command.add_parser(subparsers)
     optional_commands.add_parsers(subparsers)
     return parser
 

@@ -37,9 +37,10 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run_recognize)
 
 
-def _report(source: str, frame: int | None, result, as_json: bool) -> None:
+def _report(source: str, frame: int | None, result, as_json: bool, decision: dict) -> None:
     if as_json:
-        emit_json({"source": source, "frame": frame, "faces": [face.to_json() for face in result.faces]})
+        emit_json({"source": source, "frame": frame, "faces": [face.to_json() for face in result.faces],
+                   "decision": decision})
         return
     where = source if frame is None else f"{source}#{frame}"
     if not result.faces:
@@ -47,7 +48,8 @@ def _report(source: str, frame: int | None, result, as_json: bool) -> None:
     for face in result.faces:
         x1, y1, x2, y2 = (int(round(v)) for v in face.box)
         who = face.match.name if face.match.is_known else "unknown"
-        print(f"{where}: {who} (similarity {face.match.similarity:.3f}, margin {face.match.margin:.3f}) "
+        needed = "" if face.match.threshold is None else f" of {face.match.threshold:.3f} needed"
+        print(f"{where}: {who} (similarity {face.match.similarity:.3f}{needed}, margin {face.match.margin:.3f}) "
               f"at [{x1}, {y1}, {x2}, {y2}]")
 
 
@@ -104,7 +106,7 @@ def _run_images(args: argparse.Namespace, path: Path) -> int:
         result = pipeline.process(image)
         if result.faces_dropped:
             _warn_dropped(str(file), result, pipeline.detector.max_faces)
-        _report(str(file), None, result, args.json)
+        _report(str(file), None, result, args.json, pipeline.decision())
         if out:
             target = out / file.relative_to(path).with_suffix(".png") if path.is_dir() else out
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -138,7 +140,7 @@ def _run_video(args: argparse.Namespace, frames: VideoFrames) -> int:
                     _warn_dropped(f"{frames.name}#{frame.index}", result, recognizer.pipeline.detector.max_faces)
                 dropped_frames += 1
             processed += 1
-            _report(frames.name, frame.index, result, args.json)
+            _report(frames.name, frame.index, result, args.json, recognizer.pipeline.decision())
             if args.annotate:
                 if writer is None:
                     height, width = frame.rgb.shape[:2]

@@ -160,8 +160,10 @@ class RecognizerNode(Node):
                 detail = f" from {result.samples_added} live samples"
             response.success = True
             response.person_id, response.samples_added = int(result.person_id), int(result.samples_added)
+            response.warnings = list(result.warnings)
             verb = "enrolled new person" if result.created else "added samples to"
-            response.message = f"{verb} {request.name.strip()!r} (id {result.person_id}){detail}"
+            noted = f"; warning: {'; '.join(result.warnings)}" if result.warnings else ""
+            response.message = f"{verb} {request.name.strip()!r} (id {result.person_id}){detail}{noted}"
         except FaceRecognitionError as error:
             response.success, response.message = False, str(error)
         except Exception as error:  # noqa: BLE001 - a failed request must not take the node down
@@ -227,8 +229,8 @@ class RecognizerNode(Node):
         status = self._recognizer.status()
         facts = {"backend": status["encoder_backend"], "detector_backend": status["detector_backend"],
                  "device": str(self._param("device")), "encoder": status["encoder"],
-                 "match_threshold": status["match_threshold"], "gallery": status["gallery"],
-                 "live_enrollment": status["live_enrollment"]}
+                 "match_threshold": status["match_threshold"], "decision": status["decision"],
+                 "gallery": status["gallery"], "live_enrollment": status["live_enrollment"]}
         level, message, values = self._health.make(self._stats.snapshot(), facts, problem=self._recognizer.problem)
         report = DiagnosticStatus(name=f"{self.get_name()}: face recognition", level=DIAGNOSTIC_LEVELS[level],
                                   message=message, hardware_id=self.get_fully_qualified_name())

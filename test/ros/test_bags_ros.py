@@ -21,6 +21,7 @@ from face_recognition_ros.bags import IDENTITIES_TOPIC, process_bag, video_to_ba
 from face_recognition_ros.msg import FaceIdentities  # noqa: E402
 from face_recognition_ros.pipeline import PipelineConfig  # noqa: E402
 from face_recognition_ros.recognizer import Recognizer  # noqa: E402
+from face_recognition_ros.tracking import FaceTracker  # noqa: E402
 from face_recognition_ros.types import FaceResult, FrameResult, Match  # noqa: E402
 
 START_NS = 1_700_000_000_123_456_789
@@ -64,7 +65,8 @@ def bags(request, tmp_path_factory, media_dir) -> tuple[Path, Path]:
     video_to_bag(media_dir / "short_hamilton_clip.mp4", camera, frame_id="camera_optical", storage=request.param,
                  max_frames=4, start_time_ns=START_NS)
     faces = folder / "faces"
-    process_bag(camera, "/camera/image_raw", faces, Recognizer(TwoFacesPipeline()))
+    # A tracker that names faces from their first frame: this test is about the fields, not the vote rule.
+    process_bag(camera, "/camera/image_raw", faces, Recognizer(TwoFacesPipeline(), FaceTracker(min_votes=1)))
     return camera, faces
 
 
