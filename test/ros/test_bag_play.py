@@ -55,7 +55,7 @@ SETTINGS = {
     "match_threshold": 0.908,
     "match_margin": 0.01,
 }
-TRACKING = {"track_iou_threshold": 0.3, "track_max_missed": 5, "track_vote_window": 1}
+TRACKING = {"track_iou_threshold": 0.3, "track_max_missed": 5, "track_vote_window": 1, "track_min_votes": 1}
 STARTUP_TIMEOUT_S = 180.0  # model loading on a busy 2-core machine
 FRAME_TIMEOUT_S = 30.0
 PLAYER = "rosbag2_player"
@@ -90,7 +90,7 @@ def offline_frames(workdir: Path, camera_bag: Path, gallery_path: Path) -> dict[
     """Stamp -> the off-ROS JSON record of that frame."""
     pipeline = RecognitionPipeline(PipelineConfig(**SETTINGS, gallery_path=str(gallery_path)))
     tracker = FaceTracker(iou_threshold=TRACKING["track_iou_threshold"], max_missed=TRACKING["track_max_missed"],
-                          vote_window=TRACKING["track_vote_window"])
+                          vote_window=TRACKING["track_vote_window"], min_votes=TRACKING["track_min_votes"])
     lines = io.StringIO()
     summary = process_bag(camera_bag, CAMERA_TOPIC, workdir / "offline_faces", Recognizer(pipeline, tracker),
                           json_lines=True, json_out=lines)
