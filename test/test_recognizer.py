@@ -232,3 +232,24 @@ def test_the_decision_in_force_is_reported_with_each_face_and_in_the_status(reco
     decision = recognizer.pipeline.decision()
     assert decision["target_false_accept_rate"] == 0.01 and "target false accepts" in decision["description"]
     apply_runtime_parameters(recognizer, {"match_threshold": MATCH_THRESHOLD})
+
+
+def test_a_failed_forget_stands_as_a_problem_until_a_forget_succeeds(recognizer, knn, monkeypatch):
+    from face_recognition_ros.errors import GalleryError
+    from face_recognition_ros.stream import ERROR, HealthReport, StreamStats
+
+    recognizer.enroll_images("Erase Me", [frame(knn, "train/rose_leslie/img1.jpg")])
+    real_forget = recognizer.gallery.forget
+
+    def full_disk(person):
+        raise GalleryError("cannot forget a person in the gallery: database or disk is full")
+
+    monkeypatch.setattr(recognizer.gallery, "forget", full_disk)
+    with pytest.raises(GalleryError):
+        recognizer.forget("Erase Me")
+    assert "forget failed" in recognizer.problem
+    level, message, _ = HealthReport("/camera").make(StreamStats().snapshot(), {}, recognizer.problem)
+    assert level == ERROR and "disk is full" in message
+    monkeypatch.setattr(recognizer.gallery, "forget", real_forget)
+    recognizer.forget("Erase Me")
+    assert recognizer.problem == ""

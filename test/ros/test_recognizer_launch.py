@@ -115,6 +115,10 @@ class TestRecognizer(unittest.TestCase):
         bad_name = self.client.enroll("   ", [_frame("train/obama/obama.jpg")])
         self.assertFalse(bad_name.success)
         self.assertIn("name", bad_name.message.lower())
+        for _ in range(20):  # a flood of over-long names: refused, and not written out in the log
+            long_name = self.client.enroll("Q" * 10_000, [_frame("train/obama/obama.jpg")])
+            self.assertFalse(long_name.success)
+        self.assertIn("at most 64 characters", long_name.message)
         self.assertEqual(sorted(self.client.list_persons().names), ["Barack Obama", "Joe Biden"])
 
     def test_03_identities_carry_names_boxes_and_header(self):
@@ -358,6 +362,8 @@ class TestShutdown(unittest.TestCase):
         text = "".join(output.text.decode(errors="replace") for output in proc_output)
         self.assertNotIn("Traceback", text)
         self.assertIn("recognizing faces on /camera/image_raw", text)
+        self.assertNotIn("Q" * 100, text)
+        self.assertLess(max(len(line) for line in text.splitlines()), 600, "log lines must stay short")
         # Names are personal data: the log speaks of person ids (log_names is off by default).
         for name in ("Barack Obama", "Joe Biden", "Alex Lacamoire", "Cancelled Person", "Ghost"):
             self.assertNotIn(name, text)
