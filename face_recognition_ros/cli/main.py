@@ -13,6 +13,18 @@ EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+def quiet_opencv() -> None:
+    """Only errors from OpenCV's own log. Builds differ in where the call lives (4.12+:
+    ``cv2.utils.logging``; 4.11 and older: ``cv2.setLogLevel``), and some have neither."""
+    import cv2
+
+    logging_module = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging_module is not None:
+        logging_module.setLogLevel(logging_module.LOG_LEVEL_ERROR)
+    elif hasattr(cv2, "setLogLevel"):
+        cv2.setLogLevel(2)  # LOG_LEVEL_ERROR in OpenCV's own numbering
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import (bench_command, cohort_command, demo_command, eval_commands, gallery_commands, optional_commands,
                    recognize_command)
@@ -43,9 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         # OpenCV's own warnings (a video backend declining a file that turns out not to be a video)
         # are noise to a CLI user; every problem that matters reaches them as a one-line error.
-        import cv2
-
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        quiet_opencv()
     try:
         return int(args.func(args) or 0)
     except FaceRecognitionError as error:
