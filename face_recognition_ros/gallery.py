@@ -922,7 +922,10 @@ def _make_private_folders(folder: Path) -> None:
         missing.append(folder)
         folder = folder.parent
     for path in reversed(missing):
-        path.mkdir(mode=FOLDER_MODE)
+        try:
+            path.mkdir(mode=FOLDER_MODE)
+        except FileExistsError:
+            continue  # another thread or process made it just now: it is theirs to have made private
         path.chmod(FOLDER_MODE)  # mkdir's mode is masked by the umask
 
 
@@ -942,10 +945,15 @@ def _writable(path: Path) -> bool:
 
 
 def _read_header(conn: sqlite3.Connection) -> tuple[int, int, set[str]]:
-    """Schema version, application id and table names."""
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    """Schema version, application id and table names, from one snapshot (another process may be
+    creating the gallery at this very moment)."""
+    conn.execute("BEGIN")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        conn.execute("COMMIT")
     return version, app_id, tables
 
 

@@ -326,17 +326,45 @@ def test_concurrent_writers_in_processes_and_threads_lose_nothing(gallery, locat
     assert gallery.revision() == start_revision + 6 * per_worker
 
 
+def _open_at_once(location, count: int = 8) -> list[str]:
+    """``count`` threads opening (and so creating) the gallery at the same moment; their errors."""
+    start, errors = threading.Barrier(count, timeout=30), []
+
+    def open_it() -> None:
+        start.wait()
+        try:
+            open_gallery(location).close()
+        except Exception as error:  # noqa: BLE001 - collected for the assertion
+            errors.append(f"{type(error).__name__}: {error}")
+
+    threads = [threading.Thread(target=open_it, daemon=True) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return errors
+
+
+def test_first_openings_at_once_make_one_gallery(location, tmp_path):
+    assert _open_at_once(location) == []
+    if isinstance(location, Path):  # and into missing folders, which they all make
+        for trial in range(10):
+            assert _open_at_once(tmp_path / f"race{trial}" / "faces" / "gallery.db") == []
+    with open_gallery(location, create=False) as opened:
+        assert opened.list_people() == [] and opened.revision() == 0
+
+
 def test_writers_enrolling_one_new_name_at_once_make_one_person(location):
     """Writers take turns (SQLite: BEGIN IMMEDIATE; PostgreSQL: the revision row's lock), so a name
     checked and inserted by two robots at the same moment is one person with everyone's samples."""
-    start = threading.Barrier(4)
+    start = threading.Barrier(4, timeout=30)
 
     def enroll(seed: int) -> None:
-        with open_gallery(location) as opened:
+        with open_gallery(location) as opened:  # four first openings at once, too: one creates the gallery
             start.wait()
             opened.enroll("Same Name", *make_samples(2, seed=seed), ENCODER)
 
-    threads = [threading.Thread(target=enroll, args=(seed,)) for seed in range(4)]
+    threads = [threading.Thread(target=enroll, args=(seed,), daemon=True) for seed in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:

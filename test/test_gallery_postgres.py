@@ -81,6 +81,7 @@ def test_sslmode_require_against_a_server_without_tls_fails_with_a_clear_message
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(4)
+    server.settimeout(10)
 
     def answer_no_tls() -> None:
         for _ in range(4):  # libpq may try more than once
