@@ -41,6 +41,8 @@ setup(
     extras_require={
         "train": ["lightning>=2.2", "pytorch-metric-learning>=2.4"],
         "eval": ["matplotlib>=3.5"],  # eval identify --plot
+        # the PostgreSQL gallery (a postgresql:// gallery setting); the binary wheel carries libpq
+        "postgres": ["psycopg[binary]>=3.1"],
         # pytest 9.1 dropped the hook argument that launch_testing's plugin (Jazzy) still declares
         "test": ["pytest>=7,<9.1", "dlib-bin>=19.24"],
     },

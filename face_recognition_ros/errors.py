@@ -17,6 +17,10 @@ class GalleryError(FaceRecognitionError):
     """The gallery cannot be opened, read or written, or a request on it is invalid."""
 
 
+class GalleryUnavailableError(GalleryError):
+    """The gallery's database server cannot be reached now (recognition goes on from the cached gallery)."""
+
+
 class InvalidNameError(GalleryError):
     """A person name is empty, too long or contains control characters."""
 

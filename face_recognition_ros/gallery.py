@@ -1,4 +1,13 @@
-"""The persistent face gallery: people and their face samples in one SQLite file.
+"""The persistent face gallery: people and their face samples, behind one interface with two engines.
+
+:class:`FaceGallery` is what the pipeline, the recognizer and the CLI use. :func:`open_gallery` opens
+one from a setting: a file path is the embedded SQLite gallery of this module (:class:`Gallery`, one
+robot, no server); a ``postgresql://`` URL is the PostgreSQL gallery that a fleet of robots shares
+(``gallery_postgres.PostgresGallery``). Both keep the same things: people, samples with their
+embeddings, the encoder identity of each embedding, the aligned crops for re-embedding, and a
+revision that grows with every write.
+
+The rest of this docstring is about the SQLite gallery.
 
 Every sample keeps its embedding, the identity of the encoder that made it
 (``FaceEncoder.identity``: name, weights hash, alignment geometry) and the aligned face crop it was
@@ -22,13 +31,15 @@ succeeds; it is made again once there is room.
 
 from __future__ import annotations
 
+import abc
 import os
+import re
 import sqlite3
 import threading
 import time
 import unicodedata
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +52,8 @@ from .alignment import STORAGE_TEMPLATE
 from .errors import GalleryError, InvalidNameError, UnknownPersonError
 
 GALLERY_ENV = "FACE_RECOGNITION_GALLERY"
+#: URL schemes that mean a PostgreSQL gallery (libpq accepts both)
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 SCHEMA_VERSION = 1
 #: ``PRAGMA application_id`` marking the file as a face gallery ("FRGL")
 APPLICATION_ID = 0x4652474C
@@ -114,12 +127,96 @@ class GalleryEmbeddings:
         return int(self.embeddings.shape[1])
 
 
+@dataclass(frozen=True)
+class PersonRecord:
+    """A person as stored, for copying a gallery (``gallery copy``)."""
+
+    id: int
+    name: str
+    created: float
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    """A sample as stored: the embedding's little-endian float32 bytes and the crop's PNG bytes."""
+
+    id: int
+    person_id: int
+    embedding: bytes
+    dim: int
+    encoder: str
+    crop: bytes
+    landmarks: bytes
+    created: float
+
+
 def default_gallery_path() -> Path:
-    """``$FACE_RECOGNITION_GALLERY``, else ``gallery.db`` in the user's data directory."""
+    """``$FACE_RECOGNITION_GALLERY``, else ``gallery.db`` in the user's data directory (file paths only:
+    :func:`default_gallery_setting` also gives a URL)."""
     override = os.environ.get(GALLERY_ENV)
     if override:
         return Path(override).expanduser()
     return Path(platformdirs.user_data_dir("face_recognition_ros")) / "gallery.db"
+
+
+def default_gallery_setting() -> str | Path:
+    """The gallery when none is named: ``$FACE_RECOGNITION_GALLERY`` (a path or a ``postgresql://``
+    URL), else ``gallery.db`` in the user's data directory."""
+    override = os.environ.get(GALLERY_ENV, "").strip()
+    if is_postgres_url(override):
+        return override
+    return default_gallery_path()
+
+
+def is_postgres_url(setting: object) -> bool:
+    """Whether a gallery setting names a PostgreSQL gallery (a ``postgresql://`` URL) rather than a file."""
+    return isinstance(setting, str) and setting.strip().lower().startswith(POSTGRES_SCHEMES)
+
+
+def mask_url(url: str) -> str:
+    """``url`` safe to log and show: any password (in the user part or a ``password=`` parameter) is ``***``."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, hosts = netloc.rpartition("@")
+        if ":" in user:
+            user = user.split(":", 1)[0] + ":***"
+        netloc = f"{user}@{hosts}"
+    query = re.sub(r"(?i)(^|&)(password)=[^&]*", r"\1\2=***", parts.query)
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url
+    # rebuilt by hand: urlunsplit drops the "//" of an empty host (postgresql://?service=faces)
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "") + \
+        (f"#{parts.fragment}" if parts.fragment else "")
+
+
+def open_gallery(setting: str | os.PathLike | None = None, create: bool = True, read_only: bool = False) -> "FaceGallery":
+    """The gallery a setting names: a file path is SQLite, a ``postgresql://`` URL is PostgreSQL, and
+    ``None`` or ``""`` is :func:`default_gallery_setting`. ``create`` and ``read_only`` as for
+    :class:`Gallery`. Used everywhere a gallery is opened (node parameter, launch argument, CLI
+    ``--gallery``, ``$FACE_RECOGNITION_GALLERY``)."""
+    if setting is None or (isinstance(setting, str) and not setting.strip()):
+        setting = default_gallery_setting()
+    if is_postgres_url(setting):
+        from .gallery_postgres import PostgresGallery
+
+        return PostgresGallery(setting.strip(), create=create, read_only=read_only)
+    text = os.fspath(setting)
+    scheme = re.match(r"^\s*([A-Za-z][A-Za-z0-9+.-]*)://", text)
+    if scheme:
+        raise GalleryError(f"unsupported gallery URL scheme {scheme.group(1)!r}: a gallery is a file path (SQLite) "
+                           "or a postgresql:// URL (PostgreSQL)")
+    if re.match(r"^\s*(host|hostaddr|dbname|user|port|service|sslmode)\s*=", text) and not os.path.exists(text):
+        raise GalleryError("the gallery setting looks like a libpq keyword/value string; write it as a URL, "
+                           "e.g. postgresql://robot@db.example/faces?sslmode=verify-full")
+    return Gallery(text, create=create, read_only=read_only)
+
+
+def gallery_location(setting: str | os.PathLike | None) -> str:
+    """A gallery setting as it may be logged: the path, or the URL with any password masked."""
+    if setting is None or (isinstance(setting, str) and not setting.strip()):
+        setting = default_gallery_setting()
+    return mask_url(setting.strip()) if is_postgres_url(setting) else str(setting)
 
 
 def validate_name(name: str) -> str:
@@ -138,13 +235,161 @@ def validate_name(name: str) -> str:
     return name
 
 
-class Gallery:
+class FaceGallery(abc.ABC):
+    """What every gallery offers, whatever stores it. Thread-safe; use as a context manager or call ``close``.
+
+    People are given by name or id. Every write is one transaction (all of it happens, or none) and
+    bumps :meth:`revision`; embeddings are stored as unit vectors, crops as lossless PNG.
+    """
+
+    #: "sqlite" or "postgresql"
+    kind = ""
+    #: True when every write raises ``GalleryError`` (reads keep working)
+    read_only = False
+
+    @property
+    @abc.abstractmethod
+    def location(self) -> str:
+        """Where the gallery is, safe to log and show: the file path, or the URL without a password."""
+
+    # -- people ---------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def enroll(self, name: str, embeddings: np.ndarray, crops: np.ndarray, encoder: str) -> EnrollResult:
+        """Add samples to the person with this exact name, creating the person if needed (one transaction)."""
+
+    @abc.abstractmethod
+    def add_samples(self, person: int | str, embeddings: np.ndarray, crops: np.ndarray, encoder: str) -> int:
+        """Add samples to an existing person; returns how many were added."""
+
+    @abc.abstractmethod
+    def rename(self, person: int | str, new_name: str) -> None:
+        """Give a person another name (the old one is erased like a forgotten person)."""
+
+    @abc.abstractmethod
+    def forget(self, person: int | str) -> int:
+        """Remove the person with every sample and crop; returns how many samples went."""
+
+    @abc.abstractmethod
+    def clear(self) -> int:
+        """Forget everyone (one transaction); returns how many people went."""
+
+    @abc.abstractmethod
+    def list_people(self) -> list[PersonInfo]:
+        """Everyone, sorted by name (ASCII letters without regard to case), then id."""
+
+    @abc.abstractmethod
+    def get_person(self, person: int | str) -> PersonInfo:
+        """One person; ``UnknownPersonError`` when there is none by that name or id."""
+
+    # -- samples --------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def embeddings(self, encoder: str) -> GalleryEmbeddings:
+        """Every sample embedded by this encoder identity, grouped by person."""
+
+    @abc.abstractmethod
+    def stale_count(self, encoder: str) -> int:
+        """How many samples were embedded by another encoder identity (and need ``reembed``)."""
+
+    @abc.abstractmethod
+    def crops(self, person: int | str) -> np.ndarray:
+        """The person's stored aligned crops, (N, 256, 256, 3) uint8 RGB, oldest first."""
+
+    def reembed(
+        self,
+        embed_fn: Callable[[np.ndarray], np.ndarray],
+        encoder: str,
+        batch_size: int = 32,
+        progress: bool = False,
+    ) -> int:
+        """Re-embed every sample made by another encoder from its stored crop; returns the count.
+
+        ``embed_fn`` maps crops (N, 256, 256, 3) uint8 RGB to embeddings (N, D). Each batch is
+        written in its own transaction, after ``embed_fn`` ran (the write lock is not held while
+        the network runs), so an interrupted run leaves every sample either old or new.
+        """
+        from tqdm import tqdm
+
+        encoder = _check_encoder(encoder)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self._require_writable("re-embed")
+        stale_ids = self._stale_sample_ids(encoder)
+        updated = 0
+        with tqdm(total=len(stale_ids), disable=not progress, desc="re-embedding", unit="face") as bar:
+            for start in range(0, len(stale_ids), batch_size):
+                batch = stale_ids[start : start + batch_size]
+                updated += self._reembed_batch(embed_fn, encoder, batch)
+                bar.update(len(batch))
+        return updated
+
+    @abc.abstractmethod
+    def _stale_sample_ids(self, encoder: str) -> list[int]:
+        """Ids of the samples another encoder made, in id order."""
+
+    @abc.abstractmethod
+    def _reembed_batch(self, embed_fn: Callable[[np.ndarray], np.ndarray], encoder: str, ids: list[int]) -> int:
+        """Re-embed these samples (those still stale) in one transaction; returns how many changed."""
+
+    def _require_writable(self, action: str) -> None:
+        if self.read_only:
+            raise GalleryError(f"cannot {action}: the gallery {self.location} is read-only")
+
+    # -- change detection and health --------------------------------------------------------------
+
+    @abc.abstractmethod
+    def revision(self) -> int:
+        """A counter that grows with every committed write from any thread, process or robot, read now."""
+
+    def known_revision(self) -> int:
+        """The newest revision this process knows of, without waiting on anything: what the pipeline
+        checks every frame. SQLite reads it from the file (a few microseconds); PostgreSQL gets it
+        pushed (LISTEN/NOTIFY, with a revision check once a second as the fallback), and when the
+        server is away it stays at the last one seen while :meth:`health` says why."""
+        return self.revision()
+
+    def health(self) -> str:
+        """Why the gallery this process sees may be out of date ("" when it is live)."""
+        return ""
+
+    def erase_traces(self) -> None:
+        """Erase what a forget left outside the tables (SQLite's write-ahead log); nothing to do by default."""
+
+    # -- copying ----------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    @contextmanager
+    def export_records(self, batch_size: int = 256) -> Iterator[tuple[list[PersonRecord], Iterator[list[SampleRecord]]]]:
+        """Everyone and every sample as stored, from one consistent snapshot: ``(people, sample batches)``,
+        samples in id order. The batches must be read inside the ``with`` block."""
+
+    @abc.abstractmethod
+    def import_records(self, people: Iterable[PersonRecord], samples: Iterable[list[SampleRecord]],
+                       replace: bool = False) -> None:
+        """Store these people and samples as they are (ids included) in one transaction. Refused with
+        ``GalleryError`` when the gallery holds anyone, unless ``replace``: then everyone is forgotten first."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections (and threads); the object cannot be used afterwards."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class Gallery(FaceGallery):
     """A face gallery file; see the module docstring. Use as a context manager or call ``close``.
 
     ``create``: make the file (and its directory) when missing. ``read_only``: never write; this is
     also chosen automatically when the file or its directory is not writable, and then every write
     raises ``GalleryError`` while reads keep working.
     """
+
+    kind = "sqlite"
 
     def __init__(self, path: str | os.PathLike, create: bool = True, read_only: bool = False) -> None:
         self.path = Path(path).expanduser()
@@ -167,6 +412,7 @@ class Gallery:
         self._connections: list[tuple[int, sqlite3.Connection]] = []  # (owning process id, connection)
         self._connections_lock = threading.Lock()
         self._closed = False
+        self._loaded: dict[str, _Loaded] = {}  # the last embeddings read per encoder, extended after changes
         try:
             self._open_schema()
         except BaseException:
@@ -175,6 +421,10 @@ class Gallery:
         if not self.read_only:
             self._keep_private()
             self.ensure_reserve()
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
     # -- privacy and the disk ------------------------------------------------------------------
 
@@ -409,10 +659,6 @@ class Gallery:
             if conn.in_transaction:
                 conn.execute("COMMIT")
 
-    def _require_writable(self, action: str) -> None:
-        if self.read_only:
-            raise GalleryError(f"cannot {action}: the gallery {self.path} is read-only")
-
     # -- people --------------------------------------------------------------------------------
 
     def enroll(self, name: str, embeddings: np.ndarray, crops: np.ndarray, encoder: str) -> EnrollResult:
@@ -469,6 +715,58 @@ class Gallery:
         self.ensure_reserve()
         return removed
 
+    def clear(self) -> int:
+        """Forget everyone, from the database file and its WAL; returns how many people went."""
+
+        def change(conn: sqlite3.Connection) -> int:
+            conn.execute("DELETE FROM samples")
+            _bump_generation(conn)
+            return int(conn.execute("DELETE FROM people").rowcount)
+
+        removed = self._write_even_when_full("clear the gallery", change)
+        self.erase_traces()
+        self.ensure_reserve()
+        return removed
+
+    @contextmanager
+    def export_records(self, batch_size: int = 256):
+        with self._read() as conn:
+            people = [PersonRecord(*row) for row in conn.execute("SELECT id, name, created FROM people ORDER BY id")]
+
+            def batches() -> Iterator[list[SampleRecord]]:
+                last = -1
+                while True:
+                    rows = conn.execute(
+                        "SELECT id, person_id, embedding, dim, encoder, crop, landmarks, created FROM samples "
+                        "WHERE id > ? ORDER BY id LIMIT ?", (last, batch_size)).fetchall()
+                    if not rows:
+                        return
+                    yield [SampleRecord(*row) for row in rows]
+                    last = rows[-1][0]
+
+            yield people, batches()
+
+    def import_records(self, people: Iterable[PersonRecord], samples: Iterable[list[SampleRecord]],
+                       replace: bool = False) -> None:
+        with self._write("copy into the gallery") as conn:
+            present = conn.execute("SELECT COUNT(*) FROM people").fetchone()[0]
+            if present and not replace:
+                raise GalleryError(f"the gallery {self.path} is not empty ({present} people); "
+                                   "copying into it would mix two galleries")
+            if present:
+                conn.execute("DELETE FROM samples")
+                conn.execute("DELETE FROM people")
+            _bump_generation(conn)
+            conn.executemany("INSERT INTO people (id, name, created) VALUES (?, ?, ?)",
+                             ((p.id, p.name, p.created) for p in people))
+            for batch in samples:
+                conn.executemany(
+                    "INSERT INTO samples (id, person_id, embedding, dim, encoder, crop, landmarks, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    ((r.id, r.person_id, r.embedding, r.dim, r.encoder, r.crop, r.landmarks, r.created) for r in batch))
+        if replace:
+            self.erase_traces()
+
     def list_people(self) -> list[PersonInfo]:
         """Everyone, sorted by name."""
         with self._read() as conn:
@@ -490,24 +788,71 @@ class Gallery:
     # -- samples -------------------------------------------------------------------------------
 
     def embeddings(self, encoder: str) -> GalleryEmbeddings:
-        """Every sample embedded by this encoder identity, grouped by person."""
+        """Every sample embedded by this encoder identity, grouped by person.
+
+        After a change, only the samples added since the previous call are read (the people are read
+        again, so forgotten and renamed ones follow), unless the counts do not add up (a re-embedding,
+        a replaced gallery): then everything is. A 10,000-person gallery that gains one person is
+        reloaded in milliseconds instead of a quarter of a second, on the frame thread that asks.
+        """
         encoder = _check_encoder(encoder)
         with self._read() as conn:
             revision = _read_revision(conn)
+            generation = _read_generation(conn)
+            with self._connections_lock:
+                cached = self._loaded.get(encoder)
+            if cached is not None and (cached.embeddings.revision, cached.generation) == (revision, generation):
+                return cached.embeddings
             names = dict(conn.execute("SELECT id, name FROM people").fetchall())
-            rows = conn.execute(
-                "SELECT person_id, dim, embedding FROM samples WHERE encoder = ? ORDER BY person_id, id", (encoder,)
-            ).fetchall()
-        if not rows:
-            return GalleryEmbeddings(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), names, encoder, revision)
-        dims = {row[1] for row in rows}
-        blob = b"".join(row[2] for row in rows)
-        dim = dims.pop()
-        if dims or len(blob) != len(rows) * dim * 4:
-            raise GalleryError(f"the gallery {self.path} is corrupt: inconsistent embeddings for encoder {encoder!r}")
-        embeddings = np.frombuffer(blob, "<f4").reshape(len(rows), dim).astype(np.float32)
-        person_ids = np.fromiter((row[0] for row in rows), np.int64, len(rows))
-        return GalleryEmbeddings(embeddings, person_ids, names, encoder, revision)
+            count = int(conn.execute("SELECT COUNT(*) FROM samples WHERE encoder = ?", (encoder,)).fetchone()[0])
+            loaded = None
+            if cached is not None and cached.generation == generation:
+                rows = conn.execute("SELECT id, person_id, dim, embedding FROM samples WHERE encoder = ? AND id > ? "
+                                    "ORDER BY person_id, id", (encoder, cached.last_id)).fetchall()
+                loaded = self._extended(cached, rows, names, count, encoder, revision)
+            if loaded is None:
+                rows = conn.execute("SELECT id, person_id, dim, embedding FROM samples WHERE encoder = ? "
+                                    "ORDER BY person_id, id", (encoder,)).fetchall()
+                loaded = self._extended(None, rows, names, count, encoder, revision)
+        loaded = _Loaded(loaded[0], loaded[1], generation)
+        with self._connections_lock:
+            self._loaded[encoder] = loaded
+        return loaded.embeddings
+
+    def _extended(self, cached: "_Loaded | None", rows: list, names: dict[int, str], count: int, encoder: str,
+                  revision: int) -> "tuple[GalleryEmbeddings, np.ndarray] | None":
+        """``cached`` without the people gone, plus ``rows``; None when that does not make ``count`` samples."""
+        sample_ids = np.fromiter((row[0] for row in rows), np.int64, len(rows))
+        person_ids = np.fromiter((row[1] for row in rows), np.int64, len(rows))
+        if rows:
+            dims = {row[2] for row in rows}
+            blob = b"".join(row[3] for row in rows)
+            dim = dims.pop()
+            if dims or len(blob) != len(rows) * dim * 4:
+                raise GalleryError(f"the gallery {self.path} is corrupt: inconsistent embeddings for encoder {encoder!r}")
+            vectors = np.frombuffer(blob, "<f4").reshape(len(rows), dim)
+        else:
+            vectors = np.zeros((0, 0), np.float32)
+        if cached is not None and len(cached.embeddings):
+            old = cached.embeddings
+            keep = np.isin(old.person_ids, np.fromiter(names, np.int64, len(names)))
+            if len(rows) and vectors.shape[1] != old.dim:
+                return None
+            if len(rows) == 0 and keep.all():
+                sample_ids, person_ids, vectors = cached.sample_ids, old.person_ids, old.embeddings
+            else:
+                sample_ids = np.concatenate([cached.sample_ids[keep], sample_ids])
+                person_ids = np.concatenate([old.person_ids[keep], person_ids])
+                vectors = np.concatenate([old.embeddings[keep], vectors]) if len(rows) else old.embeddings[keep]
+                if len(person_ids) > 1 and np.any(np.diff(person_ids) < 0):  # a known person got more samples
+                    order = np.lexsort((sample_ids, person_ids))
+                    sample_ids, person_ids, vectors = sample_ids[order], person_ids[order], vectors[order]
+        if len(sample_ids) != count:
+            return None
+        if not len(sample_ids):
+            vectors = np.zeros((0, 0), np.float32)
+        embeddings = GalleryEmbeddings(np.ascontiguousarray(vectors, np.float32), person_ids, names, encoder, revision)
+        return embeddings, sample_ids
 
     def stale_count(self, encoder: str) -> int:
         """How many samples were embedded by another encoder identity (and need ``reembed``)."""
@@ -525,35 +870,10 @@ class Gallery:
             return np.zeros((0, *CROP_SHAPE), np.uint8)
         return np.stack([_decode_crop(blob) for blob in blobs])
 
-    def reembed(
-        self,
-        embed_fn: Callable[[np.ndarray], np.ndarray],
-        encoder: str,
-        batch_size: int = 32,
-        progress: bool = False,
-    ) -> int:
-        """Re-embed every sample made by another encoder from its stored crop; returns the count.
-
-        ``embed_fn`` maps crops (N, 256, 256, 3) uint8 RGB to embeddings (N, D). Each batch is
-        written in its own transaction, after ``embed_fn`` ran (the write lock is not held while
-        the network runs), so an interrupted run leaves every sample either old or new.
-        """
-        from tqdm import tqdm
-
-        encoder = _check_encoder(encoder)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self._require_writable("re-embed")
+    def _stale_sample_ids(self, encoder: str) -> list[int]:
         with self._read() as conn:
             rows = conn.execute("SELECT id FROM samples WHERE encoder != ? ORDER BY id", (encoder,))
-            stale_ids = [row[0] for row in rows]
-        updated = 0
-        with tqdm(total=len(stale_ids), disable=not progress, desc="re-embedding", unit="face") as bar:
-            for start in range(0, len(stale_ids), batch_size):
-                batch = stale_ids[start : start + batch_size]
-                updated += self._reembed_batch(embed_fn, encoder, batch)
-                bar.update(len(batch))
-        return updated
+            return [row[0] for row in rows]
 
     def _reembed_batch(self, embed_fn: Callable[[np.ndarray], np.ndarray], encoder: str, ids: list[int]) -> int:
         placeholders = ",".join("?" * len(ids))
@@ -604,7 +924,10 @@ def _make_private_folders(folder: Path) -> None:
         missing.append(folder)
         folder = folder.parent
     for path in reversed(missing):
-        path.mkdir(mode=FOLDER_MODE)
+        try:
+            path.mkdir(mode=FOLDER_MODE)
+        except FileExistsError:
+            continue  # another thread or process made it just now: it is theirs to have made private
         path.chmod(FOLDER_MODE)  # mkdir's mode is masked by the umask
 
 
@@ -624,15 +947,42 @@ def _writable(path: Path) -> bool:
 
 
 def _read_header(conn: sqlite3.Connection) -> tuple[int, int, set[str]]:
-    """Schema version, application id and table names."""
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    """Schema version, application id and table names, from one snapshot (another process may be
+    creating the gallery at this very moment)."""
+    conn.execute("BEGIN")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        conn.execute("COMMIT")
     return version, app_id, tables
 
 
 def _read_revision(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()[0])
+
+
+def _read_generation(conn: sqlite3.Connection) -> int:
+    """Grows when the whole gallery is replaced (clear, ``gallery copy --replace``); 0 in older galleries."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _bump_generation(conn: sqlite3.Connection) -> None:
+    conn.execute("INSERT INTO meta VALUES ('generation', 1) ON CONFLICT(key) DO UPDATE SET value = value + 1")
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    embeddings: GalleryEmbeddings
+    sample_ids: np.ndarray  # (M,) the rows' sample ids
+
+    generation: int
+
+    @property
+    def last_id(self) -> int:
+        return int(self.sample_ids.max()) if len(self.sample_ids) else -1
 
 
 def _resolve(conn: sqlite3.Connection, person: int | str) -> tuple[int, str]:

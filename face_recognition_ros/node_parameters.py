@@ -49,8 +49,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "instead of loading them"),
     ParamSpec("detector_max_size", 640, "Longer image side is downscaled to this before detection (pixels)",
               64, 4096),
-    ParamSpec("gallery_path", "", "Gallery file ('' = gallery.db in the user's data directory, or "
-              "$FACE_RECOGNITION_GALLERY)"),
+    ParamSpec("gallery_path", "", "Gallery: a file path (SQLite), or a postgresql:// URL (PostgreSQL, one gallery "
+              "for several robots; no password in it: libpq reads ~/.pgpass, $PGPASSFILE or a service file) "
+              "('' = $FACE_RECOGNITION_GALLERY, else gallery.db in the user's data directory)"),
     ParamSpec("compressed", False, "Subscribe to sensor_msgs/CompressedImage on 'image/compressed' "
               "instead of sensor_msgs/Image on 'image'"),
     # -- recognition (changeable at run time) --------------------------------------------------

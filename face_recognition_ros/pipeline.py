@@ -16,8 +16,8 @@ import numpy as np
 
 from .alignment import STORAGE_TEMPLATE, align_faces
 from .encoders import FaceEncoder, create_encoder
-from .errors import NoFaceError
-from .gallery import EnrollResult, Gallery, GalleryEmbeddings, default_gallery_path, validate_name
+from .errors import GalleryUnavailableError, NoFaceError
+from .gallery import EnrollResult, FaceGallery, GalleryEmbeddings, open_gallery, validate_name
 from .matching import Matcher
 from .openset import DEFAULT_TARGET_FAR, load_cohort
 from .types import Detections, FaceResult, FrameResult, Match
@@ -48,7 +48,7 @@ class PipelineConfig:
     target_false_accept_rate: float | None = None  # strangers given a name, per query; None: openset's default
     match_margin: float | None = None  # None: the encoder's calibrated default
     knn: int = 3
-    gallery_path: str | None = None  # None: default_gallery_path()
+    gallery_path: str | None = None  # a file (SQLite) or a postgresql:// URL; None: default_gallery_setting()
     auto_reembed: bool = True  # re-embed stored crops when the gallery was built by another encoder
 
 
@@ -85,7 +85,7 @@ class RecognitionPipeline:
     def __init__(
         self,
         config: PipelineConfig | None = None,
-        gallery: Gallery | None = None,
+        gallery: FaceGallery | None = None,
         detector=None,
         encoder: FaceEncoder | None = None,
     ) -> None:
@@ -112,7 +112,7 @@ class RecognitionPipeline:
         self.detector_backend, self.encoder_backend = self._attach_backends()
         self.matcher = Matcher(k=cfg.knn, cohort=load_cohort(encoder.identity))
         self.set_match(cfg.match_threshold, cfg.match_margin, target_far=cfg.target_false_accept_rate)
-        self.gallery = gallery if gallery is not None else Gallery(cfg.gallery_path or default_gallery_path())
+        self.gallery = gallery if gallery is not None else open_gallery(cfg.gallery_path)
         self._gallery_revision: int | None = None
         self._gallery_embeddings: GalleryEmbeddings | None = None
         self.refresh_gallery(force=True)
@@ -171,13 +171,13 @@ class RecognitionPipeline:
 
     def refresh_gallery(self, force: bool = False) -> bool:
         """Reload gallery embeddings if the gallery changed (in any process); True when reloaded."""
-        revision = self.gallery.revision()
+        revision = self.gallery.known_revision()
         if not force and revision == self._gallery_revision:
             return False
         if self.config.auto_reembed and not self.gallery.read_only and self.gallery.stale_count(self.encoder.identity):
             LOGGER.info("gallery holds samples of another encoder: re-embedding them for %s", self.encoder.identity)
             self.reembed_gallery(progress=False)
-            revision = self.gallery.revision()
+            revision = self.gallery.known_revision()
         self._gallery_embeddings = self.gallery.embeddings(self.encoder.identity)
         self._gallery_revision = revision
         return True
@@ -217,7 +217,7 @@ class RecognitionPipeline:
         return FaceBatch(detections, crops, embeddings, stored, timings)
 
     def match(self, embeddings: np.ndarray) -> list[Match]:
-        self.refresh_gallery()
+        self._refresh_if_reachable()
         return self.matcher.match(embeddings, self._gallery_embeddings)
 
     def process(self, image: np.ndarray) -> FrameResult:
@@ -265,12 +265,18 @@ class RecognitionPipeline:
     def enroll_batch(self, name: str, storage_crops: np.ndarray, embeddings: np.ndarray) -> EnrollResult:
         """Store already computed samples (e.g. live enrollment) under ``name``; the result warns
         about enrolled people the new samples come close to (``lookalike_warnings``)."""
-        self.refresh_gallery()
+        self._refresh_if_reachable()
         warnings = self.lookalike_warnings(name, embeddings)
         stored = self.gallery.enroll(name, embeddings, storage_crops, self.encoder.identity)
-        self.refresh_gallery()
+        self._refresh_if_reachable()
         stored.warnings = warnings
         return stored
+
+    def _refresh_if_reachable(self) -> None:
+        try:
+            self.refresh_gallery()
+        except GalleryUnavailableError:
+            pass  # the database server is away: keep matching against the cached gallery (its health says so)
 
     def lookalike_warnings(self, name: str, embeddings: np.ndarray) -> list[str]:
         """One line per other enrolled person the samples come within ``LOOKALIKE_SLACK`` of the bar

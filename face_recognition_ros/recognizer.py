@@ -316,10 +316,22 @@ class Recognizer:
             "match_threshold": f"{self.threshold:.3f}",
             "match_margin": f"{self.margin:.3f}",
             "decision": self.pipeline.decision().get("description", self.pipeline.decision()["mode"]),
-            "gallery": str(pipeline.gallery.path),
+            "gallery": pipeline.gallery.location,
             "gallery_revision": str(self.gallery_revision),
+            "gallery_state": f"stale: {self.gallery_health}" if self.gallery_health else "live",
             "live_enrollment": self.live_enrollment_status(),
         }
+
+    @property
+    def gallery_health(self) -> str:
+        """Why the gallery in use may be out of date ("" when live): a PostgreSQL server out of reach."""
+        return self.pipeline.gallery.health()
+
+    @property
+    def warning(self) -> str:
+        """A fault recognition works around (shown as WARN), "" when there is none: a stale gallery."""
+        health = self.gallery_health
+        return f"gallery stale: {health}; recognising from the cached gallery" if health else ""
 
     def close(self) -> None:
         """Cancel a live enrollment still waiting (at shutdown)."""

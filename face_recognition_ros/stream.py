@@ -112,16 +112,20 @@ OK, WARN, ERROR = 0, 1, 2
 
 
 class HealthReport:
-    """Level, message and values of each health report; WARN while no frame arrived, or when frames
-    were rejected since the previous report; ERROR while a problem that needs a person stands."""
+    """Level, message and values of each health report; WARN while no frame arrived, when frames
+    were rejected since the previous report, or while a ``warning`` stands (a stale gallery); ERROR
+    while a problem that needs a person stands."""
 
     def __init__(self, source: str) -> None:
         self.source = source
         self._rejected_before = 0
 
-    def make(self, stats: StatsSnapshot, facts: dict[str, str], problem: str = "") -> tuple[int, str, dict[str, str]]:
+    def make(self, stats: StatsSnapshot, facts: dict[str, str], problem: str = "",
+             warning: str = "") -> tuple[int, str, dict[str, str]]:
         if problem:
             level, message = ERROR, problem
+        elif warning:
+            level, message = WARN, warning
         elif stats.received == 0:
             level, message = WARN, f"no images yet on {self.source}"
         elif stats.rejected > self._rejected_before:

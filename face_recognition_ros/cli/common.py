@@ -13,9 +13,11 @@ from ..errors import FaceRecognitionError, GalleryError
 def add_gallery_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gallery",
-        metavar="PATH",
+        metavar="PATH|URL",
         default=None,
-        help="gallery database file (default: $FACE_RECOGNITION_GALLERY, else gallery.db in the user's data dir)",
+        help="the gallery: a file (SQLite), or a postgresql:// URL (PostgreSQL, shared by several robots; the "
+        "password comes from ~/.pgpass, $PGPASSFILE, $PGPASSWORD or a service file, never the URL) "
+        "(default: $FACE_RECOGNITION_GALLERY, else gallery.db in the user's data dir)",
     )
 
 
@@ -44,22 +46,25 @@ def add_model_options(parser: argparse.ArgumentParser, gallery: bool = True) -> 
         add_gallery_option(parser)
 
 
-def gallery_path(args: argparse.Namespace):
-    from ..gallery import default_gallery_path
-
-    return args.gallery or default_gallery_path()
-
-
 def open_gallery(args: argparse.Namespace, create: bool):
-    from ..gallery import Gallery
+    return open_gallery_setting(args.gallery, create, explicit=bool(args.gallery))
 
-    path = gallery_path(args)
-    if args.gallery and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+
+def open_gallery_setting(setting, create: bool, explicit: bool = True):
+    """The gallery a ``--gallery`` value (or the default) names; a typo is refused rather than created."""
+    from ..gallery import default_gallery_setting, is_postgres_url
+    from ..gallery import open_gallery as open_any
+
+    setting = setting or default_gallery_setting()
+    if is_postgres_url(setting):
+        return open_any(setting, create=create)
+    path = os.fspath(setting)
+    if explicit and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
         # An explicit path into a missing folder is most likely a typo: don't invent the folder.
         raise GalleryError(f"{os.path.dirname(os.path.abspath(path))}: folder does not exist")
     if not create and not os.path.exists(path):
         raise GalleryError(f"{path}: no gallery there yet (enroll someone first, or pass --gallery)")
-    return Gallery(path, create=create)
+    return open_any(path, create=create)
 
 
 def max_faces(args: argparse.Namespace) -> int | None:

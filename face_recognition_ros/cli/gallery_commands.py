@@ -1,4 +1,4 @@
-"""``enroll`` and ``gallery list|rename|forget|reembed``."""
+"""``enroll`` and ``gallery list|rename|forget|reembed|copy``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 from ..errors import ImageError, NoFaceError
 from ..image_files import find_images, load_image
-from .common import add_gallery_option, add_model_options, emit_json, open_gallery, pipeline_from_args
+from .common import add_gallery_option, add_model_options, emit_json, open_gallery, open_gallery_setting, pipeline_from_args
 
 
 def add_parsers(subparsers) -> None:
@@ -36,6 +36,18 @@ def add_parsers(subparsers) -> None:
     for sub in (listing, rename, forget, reembed):
         add_gallery_option(sub)
         sub.add_argument("--json", action="store_true", help="machine-readable output")
+    copy = commands.add_parser(
+        "copy", help="copy a gallery between SQLite and PostgreSQL (either way), and check the copy",
+        description="Copy every person and sample (embeddings, encoder identities, crops, ids) from SRC to DST in "
+        "one transaction, then read DST back and compare it with what was read from SRC. SRC and DST are each a "
+        "file path (SQLite) or a postgresql:// URL. DST is created when missing; one that holds anyone is refused "
+        "unless --replace.")
+    copy.add_argument("source", metavar="SRC", help="the gallery to copy: a file or a postgresql:// URL")
+    copy.add_argument("destination", metavar="DST", help="where to copy it: a file or a postgresql:// URL")
+    copy.add_argument("--replace", action="store_true",
+                      help="forget everyone in DST first (otherwise a non-empty DST is refused)")
+    copy.add_argument("--json", action="store_true", help="machine-readable output")
+    copy.set_defaults(func=run_copy)
     listing.set_defaults(func=run_list)
     rename.set_defaults(func=run_rename)
     forget.set_defaults(func=run_forget)
@@ -127,4 +139,20 @@ def run_reembed(args: argparse.Namespace) -> int:
         emit_json({"encoder": pipeline.encoder.identity, "samples_reembedded": changed})
     else:
         print(f"re-embedded {changed} sample(s) with {pipeline.encoder.identity}")
+    return 0
+
+
+def run_copy(args: argparse.Namespace) -> int:
+    from ..gallery_copy import copy_gallery
+
+    with open_gallery_setting(args.source, create=False) as source, \
+            open_gallery_setting(args.destination, create=True) as destination:
+        report = copy_gallery(source, destination, replace=args.replace)
+        where = (source.location, destination.location)
+    if args.json:
+        emit_json({"source": where[0], "destination": where[1], "people": report.people, "samples": report.samples,
+                   "verified": True, "sha256": report.digests})
+    else:
+        print(f"copied {report.people} people and {report.samples} samples from {where[0]} to {where[1]}")
+        print("verified: people, samples, embeddings and crops are identical in both")
     return 0

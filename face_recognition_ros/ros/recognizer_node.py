@@ -230,8 +230,10 @@ class RecognizerNode(Node):
         facts = {"backend": status["encoder_backend"], "detector_backend": status["detector_backend"],
                  "device": str(self._param("device")), "encoder": status["encoder"],
                  "match_threshold": status["match_threshold"], "decision": status["decision"],
-                 "gallery": status["gallery"], "live_enrollment": status["live_enrollment"]}
-        level, message, values = self._health.make(self._stats.snapshot(), facts, problem=self._recognizer.problem)
+                 "gallery": status["gallery"], "gallery_state": status["gallery_state"],
+                 "live_enrollment": status["live_enrollment"]}
+        level, message, values = self._health.make(self._stats.snapshot(), facts, problem=self._recognizer.problem,
+                                                   warning=self._recognizer.warning)
         report = DiagnosticStatus(name=f"{self.get_name()}: face recognition", level=DIAGNOSTIC_LEVELS[level],
                                   message=message, hardware_id=self.get_fully_qualified_name())
         report.values = [KeyValue(key=key, value=value) for key, value in values.items()]
