@@ -608,7 +608,7 @@ class Gallery(FaceGallery):
     def _create_schema(self) -> None:
         conn = self._conn()
         try:
-            conn.execute("PRAGMA journal_mode = WAL")  # persistent: stored in the file
+            _switch_to_wal(conn)
             conn.execute("BEGIN IMMEDIATE")
             # Another process may have created it while we waited for the lock.
             if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
@@ -944,6 +944,29 @@ def _writable(path: Path) -> bool:
     # WAL mode writes -wal and -shm files beside the database: the directory must be writable too.
     directory_ok = os.access(path.parent, os.W_OK)
     return directory_ok and (not path.exists() or os.access(path, os.W_OK))
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> None:
+    """Put the file in WAL mode (persistent: stored in the file).
+
+    The switch needs every other connection out of the file, and SQLite answers "database is locked"
+    at once instead of waiting for ``busy_timeout`` when one is reading, as the other openers of a
+    gallery being created are; so wait here, as long as any other write would.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error):
+                raise
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+            continue
+        if str(mode).lower() != "wal":
+            raise sqlite3.OperationalError(f"the file stayed in journal mode {mode!r}, not WAL")
+        return
 
 
 def _read_header(conn: sqlite3.Connection) -> tuple[int, int, set[str]]:

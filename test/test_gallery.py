@@ -354,6 +354,26 @@ def test_first_openings_at_once_make_one_gallery(location, tmp_path):
         assert opened.list_people() == [] and opened.revision() == 0
 
 
+def test_a_gallery_is_created_while_another_opener_holds_the_write_lock(tmp_path):
+    """SQLite refuses the switch to WAL at once, without waiting for busy_timeout, while another
+    connection holds the write lock of a file still in rollback mode, as another first opener does;
+    creating the gallery waits for it instead (a race of first openings, made certain)."""
+    path = tmp_path / "gallery.db"
+    path.touch()
+    other_opener = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other_opener.execute("BEGIN IMMEDIATE")
+    finish = threading.Timer(0.3, lambda: other_opener.execute("ROLLBACK"))
+    finish.start()
+    try:
+        with Gallery(path) as created:
+            assert created.list_people() == [] and created.revision() == 0
+    finally:
+        finish.join()
+        other_opener.close()
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 def test_writers_enrolling_one_new_name_at_once_make_one_person(location):
     """Writers take turns (SQLite: BEGIN IMMEDIATE; PostgreSQL: the revision row's lock), so a name
     checked and inserted by two robots at the same moment is one person with everyone's samples."""
