@@ -79,4 +79,4 @@ def test_every_documented_train_command_runs_on_a_tiny_dataset(tiny_identities, 
         assert report["exported"] is not None and Path(report["exported"]["path"]).is_file(), shlex.join(argv)
         if resuming:
             last = torch.load(Path(report["run_dir"]) / "checkpoints" / "last.ckpt", weights_only=False)
-            assert last["epoch"] == 2, "the resumed run should have gone on to its second epoch"
+            assert last["epoch"] == 1, "the resumed run should have gone on to its second epoch (0-based 1)"
