@@ -49,6 +49,23 @@ def test_unlabelled_rows_take_part_in_distillation_only():
     assert as_identity["label"].item() != pytest.approx(mixed["label"].item(), rel=1e-3)
 
 
+def test_combined_distillation_is_relational_plus_weighted_projection():
+    from face_recognition_ros.training.losses import DistillationLoss
+
+    torch.manual_seed(0)
+    student, teacher = torch.randn(8, 4), torch.nn.functional.normalize(torch.randn(8, 6), dim=1)
+    relational = DistillationLoss("relational", 4, 6, offset=0.2)
+    projection = DistillationLoss("projection", 4, 6)
+    both = DistillationLoss("relational+projection", 4, 6, offset=0.2, projection_weight=0.1)
+    both.projection.load_state_dict(projection.projection.state_dict())
+    expected = relational(student, teacher) + 0.1 * projection(student, teacher)
+    assert both(student, teacher).item() == pytest.approx(expected.item(), rel=1e-6)
+    # the offset shifts the relational targets: zero loss when the student's cosines equal dot - offset
+    rotation = torch.linalg.qr(torch.randn(6, 6))[0]
+    assert DistillationLoss("relational", 6, 6)(teacher @ rotation, teacher).item() == pytest.approx(0.0, abs=1e-6)
+    assert relational(teacher @ rotation, teacher).item() == pytest.approx(0.04, rel=1e-4)
+
+
 # ---- Lite0 initialisation -----------------------------------------------------------------------
 
 

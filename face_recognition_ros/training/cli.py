@@ -50,6 +50,8 @@ def run_train(args: argparse.Namespace) -> int:
     from .config import load_config
     from .runner import train
 
+    # A run takes hours: what it trains on (datasets, counts, caches, initialisation) is always reported.
+    logging.getLogger("face_recognition_ros.training").setLevel(logging.INFO)
     config = load_config(args.config, overrides=args.overrides)
     if args.data:
         config.data.root = args.data

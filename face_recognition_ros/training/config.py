@@ -113,6 +113,7 @@ class LossConfig:
     # embeddings (the older recipes; it costs dlib_resnet 0.6 LFW points). See teacher.combine_teachers.
     teacher_similarity: str = "centred"
     distill_method: str = "relational"  # relational (similarity matrices), projection (cosine to teacher) or both
+    projection_weight: float = 1.0  # relational+projection: weight of the projection term against the relational one
     distill_weight: float = 1.0
     supervised: str | None = "triplet"  # extra label loss beside distillation (None: teacher only)
     supervised_weight: float = 1.0

@@ -86,13 +86,15 @@ class DistillationLoss(nn.Module):
     similarities (MSE), which transfers the teacher's notion of "how similar" without fixing the
     student's coordinates. Targets are ``teacher @ teacher.T - offset`` (``teacher.TeacherTargets``).
     ``projection``: a linear map of the student embedding matches the teacher vector (cosine).
-    ``relational+projection``: the sum of the two.
+    ``relational+projection``: relational + ``projection_weight`` x projection.
     """
 
-    def __init__(self, method: str, embedding_dim: int, teacher_dim: int, offset: float = 0.0) -> None:
+    def __init__(self, method: str, embedding_dim: int, teacher_dim: int, offset: float = 0.0,
+                 projection_weight: float = 1.0) -> None:
         super().__init__()
         self.method = method
         self.offset = float(offset)
+        self.projection_weight = float(projection_weight) if method == "relational+projection" else 1.0
         self.relational = "relational" in method.split("+")
         self.projection = nn.Linear(embedding_dim, teacher_dim) if "projection" in method.split("+") else None
 
@@ -100,7 +102,7 @@ class DistillationLoss(nn.Module):
         teacher = teacher.float()
         loss = embeddings.new_zeros(())
         if self.projection is not None:
-            loss = loss + (1.0 - F.cosine_similarity(self.projection(embeddings), teacher, dim=1)).mean()
+            loss = loss + self.projection_weight * (1.0 - F.cosine_similarity(self.projection(embeddings), teacher, dim=1)).mean()
         if self.relational:
             student = F.normalize(embeddings, dim=1)
             loss = loss + F.mse_loss(student @ student.T, teacher @ teacher.T - self.offset)

@@ -49,7 +49,8 @@ class FaceEmbeddingModule(L.LightningModule):
         if loss.kind == "distill":
             if not teacher_dim:
                 raise ValueError("distillation needs teacher embeddings (teacher_dim)")
-            self.distill = DistillationLoss(loss.distill_method, model.embedding_dim, teacher_dim, teacher_offset)
+            self.distill = DistillationLoss(loss.distill_method, model.embedding_dim, teacher_dim, teacher_offset,
+                                            loss.projection_weight)
         self._val_embeddings: list[torch.Tensor] = []
         self.channels_last = False  # set_channels_last (the runner, from trainer.channels_last)
 
