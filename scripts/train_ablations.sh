@@ -8,6 +8,8 @@
 #   teacher_mobileface  mobileface alone as teacher
 #   init_scratch        random initialisation instead of EfficientNet-Lite0
 #   data_subset         celeba-subset only (16 identities x 4 images per batch, no faces without identity)
+#   data_labelled       celeba-subset + celeba10k's identities with 2+ images only: 16 identities x 4
+#                       images per batch, no faces without identity (not run by default)
 #   distill_both        relational + 0.1 x projection distillation (a linear map of the student onto the
 #                       teacher's vector, cosine) instead of relational alone (not run by default)
 # Each run is followed by the training package's quick LFW checker (10 folds, cached crops).
@@ -34,6 +36,9 @@ variant() {
         init_scratch) echo "--set model.backbone_init=scratch" ;;
         data_subset) # JSON: no spaces, so the words split where they should
             echo '--set data.datasets=[{"root":"celeba-subset","namespace":"celeba","validation":true,"exclude_file":"config/train/lfw_overlap_celeba.txt"}]' \
+                 "--set data.unlabelled_per_batch=0 --set data.identities_per_batch=16" ;;
+        data_labelled)
+            echo '--set data.datasets=[{"root":"celeba-subset","namespace":"celeba","validation":true,"exclude_file":"config/train/lfw_overlap_celeba.txt"},{"root":"$FACE_RECOGNITION_TRAIN_DATA/celeba10k","namespace":"celeba","exclude_file":"config/train/lfw_overlap_celeba10k.txt"}]' \
                  "--set data.unlabelled_per_batch=0 --set data.identities_per_batch=16" ;;
         distill_both) echo "--set loss.distill_method=relational+projection --set loss.projection_weight=0.1" ;;
         *) echo "unknown ablation $1" >&2; return 1 ;;
