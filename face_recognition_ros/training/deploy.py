@@ -50,7 +50,7 @@ def export_encoder(
     module = load_training_module(lightning_ckpt)
     if val is None or val_pairs is None:
         datamodule = FaceDataModule(module.config.data, module.config.seed)
-        datamodule.setup()
+        datamodule.setup("validate")
         val, val_pairs = datamodule.val, datamodule.val_pairs
     metrics = pair_metrics(embed_arrays(module, val.crops), *val_pairs)
     if half is None:

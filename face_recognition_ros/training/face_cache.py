@@ -200,6 +200,47 @@ def build_face_cache(
     return cache
 
 
+def packed_crops(cache: FaceCache, faces: Sequence[CachedFace], template: AlignmentTemplate,
+                 chunk: int = 1024, progress: bool = False) -> np.ndarray:
+    """(len(faces), H, W, 3) uint8 crops at ``template``, read from a packed array beside the cache.
+
+    The first call for a template decodes every cached face once and stores them all, in manifest
+    order, as ``packed-<W>x<H>-<template digest>.npy`` (with the list of sources in a ``.json``
+    beside it); later calls read that file (memory-mapped) instead of decoding tens of thousands of
+    JPEG crops again. A cache that gained or lost faces since gets a new packed file.
+    """
+    width, height = template.size
+    stem = cache.root / f"packed-{width}x{height}-{template.digest()}"
+    array_path, sources_path = stem.with_suffix(".npy"), stem.with_suffix(".json")
+    sources = [face.source for face in cache.faces]
+    try:
+        stored = json.loads(sources_path.read_text(encoding="utf-8")) if array_path.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        stored = None
+    if stored != sources:
+        with atomic_path(array_path) as partial:
+            out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(sources), height, width, 3))
+            starts = range(0, len(sources), chunk)
+            for start in tqdm(starts, desc=f"pack {width}x{height}", disable=not progress):
+                out[start:start + chunk] = recrop(cache.load_storage_crops(cache.faces[start:start + chunk]), template)
+            out.flush()
+            del out
+        with atomic_path(sources_path) as partial:
+            partial.write_text(json.dumps(sources), encoding="utf-8")
+    packed = np.load(array_path, mmap_mode="r")
+    row = {source: i for i, source in enumerate(sources)}
+    try:
+        rows = np.array([row[face.source] for face in faces], np.int64)
+    except KeyError as error:
+        raise DatasetError(f"face {error} is not in the cache {cache.root}") from None
+    out = np.empty((rows.size, height, width, 3), np.uint8)
+    for start in range(0, rows.size, chunk):  # sorted reads of the memory map, in bounded pieces
+        part = rows[start:start + chunk]
+        order = np.argsort(part)
+        out[start + order] = packed[part[order]]
+    return out
+
+
 def recrop(storage_crops: np.ndarray, template: AlignmentTemplate) -> np.ndarray:
     """Cut ``template``'s crops out of STORAGE_TEMPLATE crops (a second, cheap similarity warp)."""
     matrix = estimate_similarity_transforms(STORAGE_TEMPLATE.landmarks, template.landmarks)

@@ -82,22 +82,31 @@ class PairClassifierLoss(nn.Module):
 class DistillationLoss(nn.Module):
     """Student embeddings follow a teacher's (dimensions may differ).
 
-    ``relational``: the student's batch cosine-similarity matrix matches the teacher's (MSE), which
-    transfers the teacher's notion of "how similar" without fixing the student's coordinates.
+    ``relational``: the student's batch cosine-similarity matrix matches the teacher's target
+    similarities (MSE), which transfers the teacher's notion of "how similar" without fixing the
+    student's coordinates. Targets are ``teacher @ teacher.T - offset`` (``teacher.TeacherTargets``).
     ``projection``: a linear map of the student embedding matches the teacher vector (cosine).
+    ``relational+projection``: relational + ``projection_weight`` x projection.
     """
 
-    def __init__(self, method: str, embedding_dim: int, teacher_dim: int) -> None:
+    def __init__(self, method: str, embedding_dim: int, teacher_dim: int, offset: float = 0.0,
+                 projection_weight: float = 1.0) -> None:
         super().__init__()
         self.method = method
-        self.projection = nn.Linear(embedding_dim, teacher_dim) if method == "projection" else None
+        self.offset = float(offset)
+        self.projection_weight = float(projection_weight) if method == "relational+projection" else 1.0
+        self.relational = "relational" in method.split("+")
+        self.projection = nn.Linear(embedding_dim, teacher_dim) if "projection" in method.split("+") else None
 
     def forward(self, embeddings: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        teacher = F.normalize(teacher.float(), dim=1)
+        teacher = teacher.float()
+        loss = embeddings.new_zeros(())
         if self.projection is not None:
-            return (1.0 - F.cosine_similarity(self.projection(embeddings), teacher, dim=1)).mean()
-        student = F.normalize(embeddings, dim=1)
-        return F.mse_loss(student @ student.T, teacher @ teacher.T)
+            loss = loss + self.projection_weight * (1.0 - F.cosine_similarity(self.projection(embeddings), teacher, dim=1)).mean()
+        if self.relational:
+            student = F.normalize(embeddings, dim=1)
+            loss = loss + F.mse_loss(student @ student.T, teacher @ teacher.T - self.offset)
+        return loss
 
 
 def build_label_loss(kind: str, config: LossConfig, embedding_dim: int, num_classes: int) -> nn.Module:

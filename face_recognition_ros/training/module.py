@@ -36,7 +36,7 @@ def pair_metrics(embeddings: np.ndarray, index_a: np.ndarray, index_b: np.ndarra
 class FaceEmbeddingModule(L.LightningModule):
     """Trains ``network`` (the part that is exported); heads used only for training live beside it."""
 
-    def __init__(self, config: dict, num_classes: int, teacher_dim: int | None = None) -> None:
+    def __init__(self, config: dict, num_classes: int, teacher_dim: int | None = None, teacher_offset: float = 0.0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.config: TrainConfig = config_from_dict(config)
@@ -49,24 +49,42 @@ class FaceEmbeddingModule(L.LightningModule):
         if loss.kind == "distill":
             if not teacher_dim:
                 raise ValueError("distillation needs teacher embeddings (teacher_dim)")
-            self.distill = DistillationLoss(loss.distill_method, model.embedding_dim, teacher_dim)
+            self.distill = DistillationLoss(loss.distill_method, model.embedding_dim, teacher_dim, teacher_offset,
+                                            loss.projection_weight)
         self._val_embeddings: list[torch.Tensor] = []
+        self.channels_last = False  # set_channels_last (the runner, from trainer.channels_last)
+
+    def network_input(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, H, W, 3) uint8 crops -> the pre-processed network input, NHWC in memory when channels_last."""
+        batch = self.preprocessing.torch(images)
+        return batch.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(N, H, W, 3) uint8 crops -> unit embeddings."""
-        return F.normalize(self.network(self.preprocessing.torch(images)), dim=1)
+        return F.normalize(self.network(self.network_input(images)), dim=1)
 
     def training_loss(self, batch: dict) -> dict[str, torch.Tensor]:
-        raw = self.network(self.preprocessing.torch(batch["image"]))
+        raw = self.network(self.network_input(batch["image"]))
         terms: dict[str, torch.Tensor] = {}
         loss = self.config.loss
         if self.label_loss is not None:
             weight = loss.supervised_weight if self.distill is not None else 1.0
-            terms["label"] = weight * self.label_loss(raw, batch["label"])
+            # Faces without identity (UNLABELLED, -1) take part in distillation only.
+            labelled = batch["label"] >= 0
+            if bool(labelled.all()):
+                terms["label"] = weight * self.label_loss(raw, batch["label"])
+            else:
+                terms["label"] = weight * self.label_loss(raw[labelled], batch["label"][labelled])
         if self.distill is not None:
             terms["distill"] = loss.distill_weight * self.distill(raw, batch["teacher"])
         terms["loss"] = sum(terms.values())
         return terms
+
+    def set_channels_last(self, enabled: bool) -> "FaceEmbeddingModule":
+        """Weights and inputs in NHWC memory format (same numbers; faster convolutions on CPU)."""
+        self.channels_last = bool(enabled)
+        self.network.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
+        return self
 
     def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
         terms = self.training_loss(batch)
@@ -97,7 +115,10 @@ class FaceEmbeddingModule(L.LightningModule):
             optimizer = torch.optim.AdamW(self.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         epochs = max(1, self.trainer.max_epochs or 1)
-        warmup = min(total - 1, int(total * optim.warmup_epochs / epochs)) if optim.warmup_epochs else 0
+        per_epoch = self.trainer.num_training_batches  # known once estimated_stepping_batches has run
+        if not isinstance(per_epoch, int) or per_epoch <= 0:
+            per_epoch = total / epochs
+        warmup = min(total - 1, int(per_epoch * optim.warmup_epochs)) if optim.warmup_epochs else 0
 
         def factor(step: int) -> float:
             if step < warmup:
