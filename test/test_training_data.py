@@ -302,6 +302,36 @@ def test_unset_environment_variable_in_teacher_weights_is_a_clear_error(monkeypa
         spec.create("mobileface")
 
 
+def test_a_missing_teacher_weights_file_is_found_before_any_work(tmp_path):
+    (tmp_path / "present.params").write_bytes(b"")
+    TeacherSpec(["mobileface"], {"mobileface": str(tmp_path / "present.params")}).check_weights()
+    with pytest.raises(DatasetError, match="teacher_weights.mobileface: no file .*absent.params"):
+        TeacherSpec(["mobileface"], {"mobileface": str(tmp_path / "absent.params")}).check_weights()
+
+
+@pytest.mark.parametrize("second_root, message", [
+    ("$UNSET_TRAIN_DATA/extra", "datasets\\[1\\].root: .*UNSET_TRAIN_DATA.* not set"),
+    ("{tmp}/nowhere", "datasets\\[1\\].root: .* is no folder"),
+])
+def test_every_dataset_root_is_checked_before_the_first_is_cached(tmp_path, monkeypatch, second_root, message):
+    """A recipe whose second dataset cannot be found fails at once: an hour of detecting and aligning
+    the first one is not spent only to stop at the second."""
+    import face_recognition_ros.training.data as data_module
+
+    from face_recognition_ros.training.runner import train
+
+    monkeypatch.delenv("UNSET_TRAIN_DATA", raising=False)
+    (tmp_path / "subset").mkdir()
+    built = []
+    monkeypatch.setattr(data_module, "build_face_cache", lambda root, *a, **k: built.append(root))
+    recipe = {"name": "roots", "out_dir": str(tmp_path / "runs"),
+              "data": {"datasets": [{"root": str(tmp_path / "subset"), "validation": True},
+                                    {"root": second_root.format(tmp=tmp_path)}]}}
+    with pytest.raises(DatasetError, match=message):
+        train(config_from_dict(recipe), progress=False, export=False)
+    assert built == []
+
+
 def test_data_module_of_two_labelled_and_one_unlabelled_dataset(tmp_path, monkeypatch):
     """The whole path on disk: datasets by $VAR roots, caches under data.cache_dir, split, targets, batches."""
     import face_recognition_ros.training.data as data_module

@@ -347,14 +347,28 @@ class FaceDataModule(L.LightningDataModule):
         if self.train is None and stage != "validate":
             self._load_train()
 
+    def dataset_roots(self) -> list[Path | None]:
+        """Every dataset's folder (None for one whose cache was given), all checked before any is
+        read: an unset variable or a missing folder is an error now, not after an hour of caching."""
+        roots: list[Path | None] = []
+        for index, config in enumerate(dataset_list(self.config)):
+            if index == 0 and self.cache is not None:
+                roots.append(None)
+                continue
+            what = f"data.datasets[{index}].root" if self.config.datasets else "data.root"
+            root = resolve_dataset_root(expand_path(config.root, what))
+            if not root.is_dir():
+                raise DatasetError(f"{what}: {config.root!r} is no folder ({root})")
+            roots.append(root)
+        return roots
+
     def _select(self) -> None:
         datasets = dataset_list(self.config)
         caches = []
-        for index, config in enumerate(datasets):
-            if index == 0 and self.cache is not None:
+        for config, root in zip(datasets, self.dataset_roots()):
+            if root is None:
                 cache = self.cache
             else:
-                root = resolve_dataset_root(expand_path(config.root, f"data.datasets[{index}].root"))
                 cache = build_face_cache(root, dataset_cache_dir(config, self.config, root))
             log.info("face cache %s: %s", cache.root, cache.summary())
             caches.append(cache)

@@ -236,6 +236,10 @@ def train(config: TrainConfig, resume: str | Path | None = None, datamodule: Fac
     resume = resolve_resume(resume, run_dir)
     teacher = TeacherSpec.from_loss(config.loss) if config.loss.kind == "distill" else None
     datamodule = datamodule or FaceDataModule(config.data, config.seed, teacher=teacher)
+    if teacher is not None:
+        teacher.check_weights()
+    if datamodule.train is None:  # not built from arrays: its datasets are read from disk
+        datamodule.dataset_roots()
     module = build_module(config, datamodule)
     module.set_channels_last(channels_last_enabled(config))
     resumed_epoch = checkpoint_epoch(resume) if resume else None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -78,6 +79,13 @@ class TeacherSpec:
         weights = self.mix or [1.0] * len(self.names)
         total = float(sum(weights))
         return [float(w) / total for w in weights]
+
+    def check_weights(self) -> None:
+        """Every teacher's weight file exists (checked before the datasets are cached and embedded)."""
+        for name in self.names:
+            path = self.weights.get(name)
+            if path and not Path(expanded := expand_path(path, f"loss.teacher_weights.{name}")).is_file():
+                raise DatasetError(f"loss.teacher_weights.{name}: no file {expanded}")
 
     def create(self, name: str) -> FaceEncoder:
         path = self.weights.get(name)
