@@ -51,7 +51,7 @@ for name in "${names[@]}"; do
     echo "== $name: $(date -Is)" | tee "$log"
     # shellcheck disable=SC2086  # the variant's words are separate arguments
     python3 -m face_recognition_ros.cli.main train --config "$recipe" --out "$out" --no-progress \
-        --set "name=ablation_$name" --set "trainer.max_steps=$steps" --set "data.batches_per_epoch=$((steps / 4))" \
+        --set "name=ablation_$name" --set "data.batches_per_epoch=$((steps / 4))" \
         --set trainer.max_epochs=4 $extra >> "$log" 2>&1
     python3 -m face_recognition_ros.training.lfw_tools verify --encoder efficientnet_b0 \
         --weights "$out/ablation_$name/efficientnet_b0.pt" --folds 1 2 3 4 5 6 7 8 9 10 2>/dev/null | tail -1 >> "$log"

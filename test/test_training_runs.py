@@ -14,7 +14,7 @@ import torch
 
 from face_recognition_ros.encoders.efficientnet_network import EfficientNetEmbedder
 from face_recognition_ros.errors import ModelError
-from face_recognition_ros.training.config import config_from_dict
+from face_recognition_ros.training.config import TrainingConfigError, config_from_dict
 from face_recognition_ros.training.data import UNLABELLED, FaceArrays, FaceDataModule
 from face_recognition_ros.training.imagenet_init import default_lite0_path, init_from_lite0, map_lite0_to_b0
 from face_recognition_ros.training.module import FaceEmbeddingModule
@@ -213,6 +213,34 @@ def test_resume_keeps_the_earlier_epochs_metrics_and_drops_an_interrupted_epochs
     assert len([r for r in rows if r.get("val_acc") and int(r["epoch"]) == 2]) == 1
     steps = [int(r["step"]) for r in rows]
     assert steps == sorted(steps)
+
+
+def test_a_run_of_fixed_length_epochs_resumes_every_remaining_step(tmp_path):
+    """The B0 recipe's way of bounding a run (max_epochs x data.batches_per_epoch) resumes exactly:
+    a run stopped after one of three epochs ends, resumed, where the uninterrupted run ends."""
+    config = config_from_dict(tiny_config(tmp_path, "triplet", mining="all"))
+    config.data.batches_per_epoch, config.trainer.max_epochs = 3, 1
+    datamodule = FaceDataModule.from_arrays(config.data, synthetic_faces(4, 4, 0), synthetic_faces(4, 3, 2))
+    train(config, datamodule=datamodule, progress=False, export=False)
+    last = tmp_path / "tiny_triplet" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 3
+    config.trainer.max_epochs = 3
+    train(config, resume="auto", datamodule=datamodule, progress=False, export=False)
+    state = torch.load(last, weights_only=False)
+    assert (state["epoch"], state["global_step"]) == (2, 9)
+
+
+def test_resuming_a_step_bounded_run_is_refused_before_any_work(tmp_path):
+    config = config_from_dict(tiny_config(tmp_path, "triplet", mining="all"))
+    config.trainer.limit_train_batches = 2
+    datamodule = FaceDataModule.from_arrays(config.data, synthetic_faces(4, 4, 0), synthetic_faces(4, 3, 2))
+    train(config, datamodule=datamodule, progress=False, export=False)
+    last = tmp_path / "tiny_triplet" / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    config.trainer.max_steps, config.trainer.max_epochs = 6, 3
+    with pytest.raises(TrainingConfigError, match="bounded by trainer.max_steps"):
+        train(config, resume=last, datamodule=datamodule, progress=False, export=False)
+    assert last.read_bytes() == before
 
 
 def test_last_checkpoint_follows_every_epoch_even_without_a_better_score(tmp_path, monkeypatch):

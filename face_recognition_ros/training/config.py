@@ -140,7 +140,7 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     limit_train_batches: float | int = 1.0
     check_val_every_n_epoch: int = 1
-    max_steps: int = -1  # optimizer steps; -1: max_epochs (and max_time) alone decide
+    max_steps: int = -1  # optimizer steps; -1: max_epochs (and max_time) alone decide. Such runs cannot be resumed (train)
     num_threads: int | None = None  # torch intra-op threads on CPU (None: torch default)
     channels_last: bool | None = None  # NHWC memory format; None: on for CPU training (faster there)
     tensorboard: bool = True  # used when the tensorboard package is installed

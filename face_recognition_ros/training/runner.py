@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from ..errors import ModelError
-from .config import TrainConfig
+from .config import TrainConfig, TrainingConfigError
 from .data import FaceDataModule
 from .deploy import export_encoder
 from .module import MONITOR, FaceEmbeddingModule, load_network_weights
@@ -88,6 +88,10 @@ class TrainingThroughput(Callback):
     """Logs ``train_images_per_s``: training images per second of wall time over each epoch (the
     figure CPU runs are planned with; validation excluded)."""
 
+    def __init__(self) -> None:
+        self._start: float | None = None
+        self._images = 0
+
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._start, self._images = time.monotonic(), 0
 
@@ -95,9 +99,14 @@ class TrainingThroughput(Callback):
         self._images += int(batch["image"].shape[0])
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        elapsed = time.monotonic() - getattr(self, "_start", time.monotonic())
+        # A run resumed from a checkpoint written at the end of an epoch ends that epoch without
+        # having started it here: there is no figure for it.
+        if self._start is None:
+            return
+        elapsed = time.monotonic() - self._start
         if self._images and elapsed > 0:
             pl_module.log("train_images_per_s", self._images / elapsed)
+        self._start = None
 
 
 def build_module(config: TrainConfig, datamodule: FaceDataModule) -> FaceEmbeddingModule:
@@ -234,6 +243,12 @@ def train(config: TrainConfig, resume: str | Path | None = None, datamodule: Fac
     run_dir = Path(config.out_dir) / config.name
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = resolve_resume(resume, run_dir)
+    if resume and config.trainer.max_steps != -1:
+        # Measured with Lightning 2.6: a step-bounded run resumed from its end-of-epoch last.ckpt runs
+        # one epoch short (or none at all), with its schedule off by as much.
+        raise TrainingConfigError("--resume cannot continue a run bounded by trainer.max_steps (Lightning resumes such "
+                                  "runs one epoch short); bound it by trainer.max_epochs, with data.batches_per_epoch "
+                                  "for the epoch's length, and start it again")
     teacher = TeacherSpec.from_loss(config.loss) if config.loss.kind == "distill" else None
     datamodule = datamodule or FaceDataModule(config.data, config.seed, teacher=teacher)
     if teacher is not None:
