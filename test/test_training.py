@@ -215,12 +215,17 @@ def test_tiny_training_run_lowers_loss_and_separates_pairs_better(tmp_path):
     assert result.exported is not None and np.isfinite(result.exported["threshold"])
 
 
-def test_training_resumes_from_its_last_checkpoint(tmp_path):
+def first_tiny_triplet_epoch(tmp_path: Path):
+    """One epoch (two batches) of the tiny triplet recipe: its config, data module and last.ckpt."""
     config = config_from_dict(tiny_config(tmp_path, "triplet", mining="all"))
     config.trainer.limit_train_batches = 2
     datamodule = FaceDataModule.from_arrays(config.data, synthetic_faces(4, 4, 0), synthetic_faces(4, 3, 2))
     train(config, datamodule=datamodule, progress=False, export=False)
-    last = tmp_path / "tiny_triplet" / "checkpoints" / "last.ckpt"
+    return config, datamodule, tmp_path / "tiny_triplet" / "checkpoints" / "last.ckpt"
+
+
+def test_training_resumes_from_its_last_checkpoint(tmp_path):
+    config, datamodule, last = first_tiny_triplet_epoch(tmp_path)
     first = torch.load(last, weights_only=False)
     assert first["epoch"] == 0 and first["global_step"] > 0
     config.trainer.max_epochs = 2

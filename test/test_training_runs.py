@@ -20,7 +20,7 @@ from face_recognition_ros.training.imagenet_init import default_lite0_path, init
 from face_recognition_ros.training.module import FaceEmbeddingModule
 from face_recognition_ros.training.runner import channels_last_enabled, train
 
-from test_training import synthetic_faces, tiny_config
+from test_training import first_tiny_triplet_epoch, synthetic_faces, tiny_config
 
 torch.set_num_threads(1)
 
@@ -231,11 +231,7 @@ def test_a_run_of_fixed_length_epochs_resumes_every_remaining_step(tmp_path):
 
 
 def test_resuming_a_step_bounded_run_is_refused_before_any_work(tmp_path):
-    config = config_from_dict(tiny_config(tmp_path, "triplet", mining="all"))
-    config.trainer.limit_train_batches = 2
-    datamodule = FaceDataModule.from_arrays(config.data, synthetic_faces(4, 4, 0), synthetic_faces(4, 3, 2))
-    train(config, datamodule=datamodule, progress=False, export=False)
-    last = tmp_path / "tiny_triplet" / "checkpoints" / "last.ckpt"
+    config, datamodule, last = first_tiny_triplet_epoch(tmp_path)
     before = last.read_bytes()
     config.trainer.max_steps, config.trainer.max_epochs = 6, 3
     with pytest.raises(TrainingConfigError, match="bounded by trainer.max_steps"):
