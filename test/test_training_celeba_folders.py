@@ -76,3 +76,14 @@ def test_the_cli_refuses_a_non_empty_output_folder_and_writes_nothing(flat_celeb
     assert "no folder" in capsys.readouterr().err
     assert main(["--images", str(flat), "--identities", str(identity_file), "--out", str(tmp_path / "new")]) == 0
     assert "6 images of 3 identities" in capsys.readouterr().out
+
+
+def test_the_cli_reports_an_unwritable_output_folder(flat_celeba, tmp_path, capsys, monkeypatch):
+    flat, identity_file, _ = flat_celeba
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("face_recognition_ros.training.celeba_folders.os.symlink", refuse)
+    assert main(["--images", str(flat), "--identities", str(identity_file), "--out", str(tmp_path / "out")]) == 2
+    assert "cannot write into" in capsys.readouterr().err

@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a full disk, a folder without write permission: what was written stays
+        print(f"error: cannot write into {args.out}: {error}", file=sys.stderr)
+        return 2
     print(f"{args.out}: {report.summary()}")
     return 0
 
