@@ -733,26 +733,12 @@ class Gallery(FaceGallery):
         with self._read() as conn:
             people = [PersonRecord(*row) for row in conn.execute("SELECT id, name, created FROM people ORDER BY id")]
 
-            def batches() -> Iterator[list[SampleRecord]]:
-                last = -1
-                while True:
-                    rows = conn.execute(
-                        "SELECT id, person_id, embedding, dim, encoder, crop, landmarks, created FROM samples "
-                        "WHERE id > ? ORDER BY id LIMIT ?", (last, batch_size)).fetchall()
-                    if not rows:
-                        return
-                    yield [SampleRecord(*row) for row in rows]
-                    last = rows[-1][0]
-
-            yield people, batches()
+            yield people, _sample_batches(conn, batch_size)
 
     def import_records(self, people: Iterable[PersonRecord], samples: Iterable[list[SampleRecord]],
                        replace: bool = False) -> None:
         with self._write("copy into the gallery") as conn:
-            present = conn.execute("SELECT COUNT(*) FROM people").fetchone()[0]
-            if present and not replace:
-                raise GalleryError(f"the gallery {self.path} is not empty ({present} people); "
-                                   "copying into it would mix two galleries")
+            present = _people_before_copy(conn, replace, self.path)
             if present:
                 conn.execute("DELETE FROM samples")
                 conn.execute("DELETE FROM people")
@@ -1008,15 +994,41 @@ class _Loaded:
         return int(self.sample_ids.max()) if len(self.sample_ids) else -1
 
 
-def _resolve(conn: sqlite3.Connection, person: int | str) -> tuple[int, str]:
-    """(id, name) of a person given by id or name."""
+def _sample_batches(conn, batch_size: int, placeholder: str = "?") -> Iterator[list[SampleRecord]]:
+    """Every sample as stored, in id order, ``batch_size`` at a time (``gallery copy``); by id ranges,
+    so each batch is one indexed read. ``placeholder`` as for :func:`_resolve`."""
+    last = -1
+    while True:
+        rows = conn.execute(
+            "SELECT id, person_id, embedding, dim, encoder, crop, landmarks, created FROM samples "
+            f"WHERE id > {placeholder} ORDER BY id LIMIT {placeholder}", (last, batch_size)).fetchall()
+        if not rows:
+            return
+        # bytes(): psycopg returns BYTEA as memoryview
+        yield [SampleRecord(int(r[0]), int(r[1]), bytes(r[2]), int(r[3]), r[4], bytes(r[5]), bytes(r[6]), float(r[7]))
+               for r in rows]
+        last = rows[-1][0]
+
+
+def _people_before_copy(conn, replace: bool, location: object) -> int:
+    """How many people a copy's destination holds; a non-empty one is refused unless ``replace``."""
+    present = int(conn.execute("SELECT COUNT(*) FROM people").fetchone()[0])
+    if present and not replace:
+        raise GalleryError(f"the gallery {location} is not empty ({present} people); "
+                           "copying into it would mix two galleries")
+    return present
+
+
+def _resolve(conn, person: int | str, placeholder: str = "?") -> tuple[int, str]:
+    """(id, name) of a person given by id or name; ``placeholder`` is the driver's parameter marker
+    (``?`` for sqlite3, ``%s`` for psycopg), so both galleries share this one rule."""
     if isinstance(person, (int, np.integer)) and not isinstance(person, (bool, np.bool_)):
-        row = conn.execute("SELECT id, name FROM people WHERE id = ?", (int(person),)).fetchone()
+        row = conn.execute(f"SELECT id, name FROM people WHERE id = {placeholder}", (int(person),)).fetchone()
         if row is None:
             raise UnknownPersonError(f"no person with id {int(person)}")
     elif isinstance(person, str):
         name = unicodedata.normalize("NFC", person.strip())
-        row = conn.execute("SELECT id, name FROM people WHERE name = ?", (name,)).fetchone()
+        row = conn.execute(f"SELECT id, name FROM people WHERE name = {placeholder}", (name,)).fetchone()
         if row is None:
             raise UnknownPersonError(f"no person named {person.strip()!r}")
     else:

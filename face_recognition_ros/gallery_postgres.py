@@ -36,15 +36,14 @@ import select
 import string
 import threading
 import time
-import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import gallery as core
-from .errors import GalleryError, GalleryUnavailableError, UnknownPersonError
+from .errors import GalleryError, GalleryUnavailableError
 from .gallery import (APPLICATION_ID, CROP_SHAPE, SCHEMA_VERSION, EnrollResult, FaceGallery, GalleryEmbeddings,
                       PersonInfo, PersonRecord, SampleRecord, mask_url, validate_name)
 
@@ -597,14 +596,14 @@ class PostgresGallery(FaceGallery):
         embeddings, crops = core._check_samples(embeddings, crops)
         encoder = core._check_encoder(encoder)
         with self._write("add samples") as conn:
-            person_id, _ = _resolve(conn, person)
+            person_id, _ = core._resolve(conn, person, "%s")
             _insert_samples(conn, person_id, embeddings, crops, encoder, self._local.revision)
         return len(embeddings)
 
     def rename(self, person: int | str, new_name: str) -> None:
         new_name = validate_name(new_name)
         with self._write("rename a person") as conn:
-            person_id, _ = _resolve(conn, person)
+            person_id, _ = core._resolve(conn, person, "%s")
             other = conn.execute("SELECT id FROM people WHERE name = %s", (new_name,)).fetchone()
             if other is not None and other[0] != person_id:
                 raise GalleryError(f"there is already a person named {new_name!r}")
@@ -614,7 +613,7 @@ class PostgresGallery(FaceGallery):
     def forget(self, person: int | str) -> int:
         """Delete the person's samples and row in one transaction (gone for every robot at commit), then VACUUM."""
         with self._write("forget a person") as conn:
-            person_id, _ = _resolve(conn, person)
+            person_id, _ = core._resolve(conn, person, "%s")
             removed = conn.execute("DELETE FROM samples WHERE person_id = %s", (person_id,)).rowcount
             conn.execute("DELETE FROM people WHERE id = %s", (person_id,))
         self._vacuum()
@@ -638,7 +637,7 @@ class PostgresGallery(FaceGallery):
 
     def get_person(self, person: int | str) -> PersonInfo:
         with self._read() as conn:
-            person_id, name = _resolve(conn, person)
+            person_id, name = core._resolve(conn, person, "%s")
             created, count = conn.execute(
                 "SELECT p.created, (SELECT COUNT(*) FROM samples WHERE person_id = p.id) FROM people p WHERE p.id = %s",
                 (person_id,)).fetchone()
@@ -654,7 +653,7 @@ class PostgresGallery(FaceGallery):
 
     def crops(self, person: int | str) -> np.ndarray:
         with self._read() as conn:
-            person_id, _ = _resolve(conn, person)
+            person_id, _ = core._resolve(conn, person, "%s")
             blobs = [row[0] for row in conn.execute("SELECT crop FROM samples WHERE person_id = %s ORDER BY id",
                                                     (person_id,))]
         if not blobs:
@@ -693,27 +692,12 @@ class PostgresGallery(FaceGallery):
             people = [PersonRecord(int(row[0]), row[1], float(row[2]))
                       for row in conn.execute("SELECT id, name, created FROM people ORDER BY id")]
 
-            def batches() -> Iterator[list[SampleRecord]]:
-                last = -1
-                while True:
-                    rows = conn.execute(
-                        "SELECT id, person_id, embedding, dim, encoder, crop, landmarks, created FROM samples "
-                        "WHERE id > %s ORDER BY id LIMIT %s", (last, batch_size)).fetchall()
-                    if not rows:
-                        return
-                    yield [SampleRecord(int(r[0]), int(r[1]), bytes(r[2]), int(r[3]), r[4], bytes(r[5]), bytes(r[6]),
-                                        float(r[7])) for r in rows]
-                    last = rows[-1][0]
-
-            yield people, batches()
+            yield people, core._sample_batches(conn, batch_size, "%s")
 
     def import_records(self, people: Iterable[PersonRecord], samples: Iterable[list[SampleRecord]],
                        replace: bool = False) -> None:
         with self._write("copy into the gallery") as conn:
-            present = conn.execute("SELECT COUNT(*) FROM people").fetchone()[0]
-            if present and not replace:
-                raise GalleryError(f"the gallery {self._location} is not empty ({present} people); "
-                                   "copying into it would mix two galleries")
+            present = core._people_before_copy(conn, replace, self._location)
             if present:
                 conn.execute("DELETE FROM samples")
                 conn.execute("DELETE FROM people")
@@ -828,22 +812,6 @@ def _update_snapshot(conn, encoder: str, previous: _Snapshot | None) -> _Snapsho
     embeddings = GalleryEmbeddings(np.ascontiguousarray(rows[order], np.float32) if len(order) else rows,
                                    person_ids[order], names, encoder, revision)
     return _Snapshot(revision, generation, embeddings, sample_ids[order], int(total) - int(mine))
-
-
-def _resolve(conn, person: int | str) -> tuple[int, str]:
-    """(id, name) of a person given by id or name."""
-    if isinstance(person, (int, np.integer)) and not isinstance(person, (bool, np.bool_)):
-        row = conn.execute("SELECT id, name FROM people WHERE id = %s", (int(person),)).fetchone()
-        if row is None:
-            raise UnknownPersonError(f"no person with id {int(person)}")
-    elif isinstance(person, str):
-        name = unicodedata.normalize("NFC", person.strip())
-        row = conn.execute("SELECT id, name FROM people WHERE name = %s", (name,)).fetchone()
-        if row is None:
-            raise UnknownPersonError(f"no person named {person.strip()!r}")
-    else:
-        raise GalleryError(f"a person is given by name or id, got {type(person).__name__}")
-    return int(row[0]), row[1]
 
 
 def _check_dimension(conn, encoder: str, dim: int) -> None:
