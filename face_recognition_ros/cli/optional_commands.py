@@ -1,4 +1,4 @@
-"""Sub-commands whose code lives with its own area: train, export-checkpoint, export, bag, video-to-bag."""
+"""Sub-commands whose code lives with its own area: train, pack-faces, export-checkpoint, export, bag, video-to-bag."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ def add_parsers(subparsers) -> None:
     from . import bag_commands
 
     training_cli.add_train_parser(subparsers)
+    training_cli.add_pack_parser(subparsers)
     training_cli.add_export_parser(subparsers)
     engine_export.add_export_parser(subparsers)
     bag_commands.add_parsers(subparsers)

@@ -1,4 +1,5 @@
-"""``face-recognition-ros train`` and ``export-checkpoint``: command-line entry points of the training pipeline."""
+"""``face-recognition-ros train``, ``pack-faces`` and ``export-checkpoint``: command-line entry points of the
+training pipeline."""
 
 from __future__ import annotations
 
@@ -29,8 +30,30 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="override any recipe key, e.g. --set data.input_size=96 --set trainer.num_threads=2 "
                         "(VALUE is read as YAML; repeatable)")
+    parser.add_argument("--pack", metavar="DIR", help="train on a face pack (pack-faces) instead of the recipe's datasets, "
+                        "augmenting on the accelerator; no dataset folder or teacher weights needed")
+    parser.add_argument("--minutes", type=float, metavar="M", help="size the run to about M minutes on this machine: "
+                        "measures steps per second first, then sets trainer.max_epochs (and a max_time guard)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run_train)
+    return parser
+
+
+def add_pack_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "pack-faces", help="pack a recipe's training faces and teacher targets for a GPU machine",
+        description="Select, align and (when the recipe distils) run the teachers on the recipe's datasets, as train "
+                    "does, then write the faces at the input size as WebP, int8 teacher targets and the validation "
+                    "pairs in parts of at most --part-mib each (see README, 'Training on a GPU').",
+    )
+    parser.add_argument("--config", required=True, metavar="FILE", help="recipe YAML whose data and teachers to pack")
+    parser.add_argument("--out", required=True, metavar="DIR", help="new folder for the pack")
+    parser.add_argument("--quality", type=int, default=85, metavar="Q", help="WebP quality 1..100 (default 85)")
+    parser.add_argument("--part-mib", type=float, default=40.0, metavar="MIB",
+                        help="largest part file, MiB (default 40: one part per 64 MiB device call beside the repository)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override a recipe key (as for train)")
+    parser.set_defaults(func=run_pack)
     return parser
 
 
@@ -67,9 +90,39 @@ def run_train(args: argparse.Namespace) -> int:
         config.model.init_from = args.init_from
     if args.out:
         config.out_dir = args.out
-    result = train(config, resume=args.resume, progress=not args.no_progress)
+    datamodule = None
+    if args.pack:
+        from .packed_data import PackedFaceDataModule
+
+        datamodule = PackedFaceDataModule(args.pack, config.data, config.seed)
+    result = train(config, resume=args.resume, datamodule=datamodule, progress=not args.no_progress,
+                   minutes=args.minutes)
     print(json.dumps({"run_dir": str(result.run_dir), "best_checkpoint": str(result.best_checkpoint),
                       "best_val_acc": result.best_score, "exported": result.exported}, indent=2))
+    return 0
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .data import FaceDataModule
+    from .face_pack import write_pack
+    from .teacher import TeacherSpec
+
+    logging.getLogger("face_recognition_ros.training").setLevel(logging.INFO)
+    config = load_config(args.config, overrides=args.overrides)
+    teacher = TeacherSpec.from_loss(config.loss) if config.loss.kind == "distill" else None
+    datamodule = FaceDataModule(config.data, config.seed, teacher=teacher)
+    if teacher is not None:
+        teacher.check_weights()
+    datamodule.dataset_roots()
+    datamodule.setup()
+    meta = write_pack(datamodule.train, datamodule.val, datamodule.val_pairs, args.out, recipe=config.name,
+                      quality=args.quality, part_mib=args.part_mib)
+    print(json.dumps({"pack": str(args.out), "faces": meta["faces"], "labelled_faces": meta["labelled_faces"],
+                      "val_faces": meta["val_faces"], "teacher_dim": meta["teacher_dim"],
+                      "parts": [{"file": part["file"], "faces": part["count"], "MiB": round(part["bytes"] / 2**20, 1)}
+                                for part in meta["parts"] + [meta["validation"] | {"count": meta["val_faces"]}]]},
+                     indent=2))
     return 0
 
 
@@ -84,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="face-recognition-ros-train", description="face encoder training")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_train_parser(subparsers)
+    add_pack_parser(subparsers)
     add_export_parser(subparsers)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -229,13 +229,16 @@ def build_trainer(config: TrainConfig, run_dir: Path, progress: bool = True,
 
 
 def train(config: TrainConfig, resume: str | Path | None = None, datamodule: FaceDataModule | None = None,
-          progress: bool = True, export: bool = True) -> TrainResult:
+          progress: bool = True, export: bool = True, minutes: float | None = None) -> TrainResult:
     """Fit the recipe; the best checkpoint (by validation accuracy) is exported beside the run.
 
     ``resume``: a Lightning checkpoint to continue (weights, optimizer, scheduler, epoch and the
     best-checkpoint record), or ``"auto"`` for the run's own last.ckpt when it has one. A checkpoint
     copied to another machine resumes there too, given the same recipe and datasets: face caches and
     teacher embeddings are rebuilt when missing, and the identity split is a function of the seed.
+
+    ``minutes``: size the run (trainer.max_epochs) to about this much wall time on this machine,
+    measured before it starts (``time_budget``); for a fixed device lease.
     """
     L.seed_everything(config.seed, workers=True)
     if config.trainer.num_threads:
@@ -249,14 +252,23 @@ def train(config: TrainConfig, resume: str | Path | None = None, datamodule: Fac
         raise TrainingConfigError("--resume cannot continue a run bounded by trainer.max_steps (Lightning resumes such "
                                   "runs one epoch short); bound it by trainer.max_epochs, with data.batches_per_epoch "
                                   "for the epoch's length, and start it again")
+    if resume and minutes:
+        raise TrainingConfigError("--minutes sizes a new run; a resumed run keeps the length and schedule it started with")
     teacher = TeacherSpec.from_loss(config.loss) if config.loss.kind == "distill" else None
     datamodule = datamodule or FaceDataModule(config.data, config.seed, teacher=teacher)
-    if teacher is not None:
-        teacher.check_weights()
-    if datamodule.train is None:  # not built from arrays: its datasets are read from disk
+    if datamodule.train is None:  # not built from arrays or a pack: datasets and teachers are read from disk
+        if teacher is not None:
+            teacher.check_weights()
         datamodule.dataset_roots()
+    elif teacher is not None and datamodule.train.teacher is None:
+        raise TrainingConfigError("the recipe distils, but its training faces come without teacher targets "
+                                  "(a face pack made from a recipe that does not distil?)")
     module = build_module(config, datamodule)
     module.set_channels_last(channels_last_enabled(config))
+    if minutes:
+        from .time_budget import fit_epochs_to_minutes
+
+        fit_epochs_to_minutes(config, module, datamodule, minutes)
     resumed_epoch = checkpoint_epoch(resume) if resume else None
     trainer, checkpoint = build_trainer(config, run_dir, progress, resumed_epoch)
     relocated = None
