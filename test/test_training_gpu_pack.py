@@ -293,3 +293,15 @@ def test_minutes_cannot_resize_a_resumed_run(tmp_path):
     torch.save({"epoch": 0}, tmp_path / "r" / "checkpoints" / "last.ckpt")
     with pytest.raises(TrainingConfigError, match="--minutes sizes a new run"):
         train(config, resume="auto", minutes=5)
+
+
+def test_the_gpu_script_refuses_missing_arguments_and_a_folder_that_is_no_pack(tmp_path):
+    import subprocess
+
+    script = REPO / "scripts" / "gpu_train.sh"
+    usage = subprocess.run(["bash", str(script)], cwd=REPO, capture_output=True, text=True)
+    assert usage.returncode == 2 and "usage:" in usage.stderr
+    no_pack = subprocess.run(["bash", str(script), str(tmp_path), str(tmp_path / "out")], cwd=REPO,
+                             capture_output=True, text=True)
+    assert no_pack.returncode == 2 and "no face pack" in no_pack.stderr
+    assert not (tmp_path / "out").exists(), "nothing is written before the arguments are checked"
