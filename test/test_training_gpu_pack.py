@@ -295,6 +295,18 @@ def test_minutes_cannot_resize_a_resumed_run(tmp_path):
         train(config, resume="auto", minutes=5)
 
 
+def test_minutes_of_zero_is_refused_not_ignored(tiny_environment, tmp_path, monkeypatch, capsys):  # noqa: F811
+    torch.set_num_threads(1)
+    monkeypatch.chdir(REPO)
+    tiny = tiny_gpu_overrides(tmp_path)
+    pack = tmp_path / "pack"
+    assert main(["pack-faces", "--config", GPU_RECIPE, "--out", str(pack), *tiny, *tiny_environment]) == 0
+    capsys.readouterr()
+    code = main(["train", "--config", GPU_RECIPE, "--pack", str(pack), "--minutes", "0", "--out",
+                 str(tmp_path / "runs"), "--no-progress", *tiny])
+    assert code == 2 and "--minutes must be positive" in capsys.readouterr().err
+
+
 def test_the_gpu_script_refuses_missing_arguments_and_a_folder_that_is_no_pack(tmp_path):
     import subprocess
 

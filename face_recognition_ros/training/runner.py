@@ -252,7 +252,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, datamodule: Fac
         raise TrainingConfigError("--resume cannot continue a run bounded by trainer.max_steps (Lightning resumes such "
                                   "runs one epoch short); bound it by trainer.max_epochs, with data.batches_per_epoch "
                                   "for the epoch's length, and start it again")
-    if resume and minutes:
+    if resume and minutes is not None:
         raise TrainingConfigError("--minutes sizes a new run; a resumed run keeps the length and schedule it started with")
     teacher = TeacherSpec.from_loss(config.loss) if config.loss.kind == "distill" else None
     datamodule = datamodule or FaceDataModule(config.data, config.seed, teacher=teacher)
@@ -265,7 +265,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, datamodule: Fac
                                   "(a face pack made from a recipe that does not distil?)")
     module = build_module(config, datamodule)
     module.set_channels_last(channels_last_enabled(config))
-    if minutes:
+    if minutes is not None:
         from .time_budget import fit_epochs_to_minutes
 
         fit_epochs_to_minutes(config, module, datamodule, minutes)
