@@ -272,14 +272,20 @@ def test_pack_faces_then_train_from_the_pack_in_bf16_within_a_time_budget(tiny_e
     assert result["exported"]["recipe"] == "b0_ensemble_112_gpu"
 
 
-def test_train_from_a_pack_made_for_another_input_size_exits_2(tiny_environment, tmp_path, monkeypatch,  # noqa: F811
-                                                             capsys):
+@pytest.fixture()
+def tiny_pack(tiny_environment, tmp_path, monkeypatch, capsys) -> tuple[Path, list[str]]:  # noqa: F811
+    """A pack of the tiny datasets made by pack-faces, and the overrides that train from it."""
     torch.set_num_threads(1)
     monkeypatch.chdir(REPO)
     tiny = tiny_gpu_overrides(tmp_path)
     pack = tmp_path / "pack"
     assert main(["pack-faces", "--config", GPU_RECIPE, "--out", str(pack), *tiny, *tiny_environment]) == 0
     capsys.readouterr()
+    return pack, tiny
+
+
+def test_train_from_a_pack_made_for_another_input_size_exits_2(tiny_pack, tmp_path, capsys):
+    pack, tiny = tiny_pack
     code = main(["train", "--config", GPU_RECIPE, "--pack", str(pack), "--out", str(tmp_path / "runs"),
                  "--no-progress", *tiny, "--set", "data.input_size=48"])
     assert code == 2 and "32px faces" in capsys.readouterr().err
@@ -295,13 +301,8 @@ def test_minutes_cannot_resize_a_resumed_run(tmp_path):
         train(config, resume="auto", minutes=5)
 
 
-def test_minutes_of_zero_is_refused_not_ignored(tiny_environment, tmp_path, monkeypatch, capsys):  # noqa: F811
-    torch.set_num_threads(1)
-    monkeypatch.chdir(REPO)
-    tiny = tiny_gpu_overrides(tmp_path)
-    pack = tmp_path / "pack"
-    assert main(["pack-faces", "--config", GPU_RECIPE, "--out", str(pack), *tiny, *tiny_environment]) == 0
-    capsys.readouterr()
+def test_minutes_of_zero_is_refused_not_ignored(tiny_pack, tmp_path, capsys):
+    pack, tiny = tiny_pack
     code = main(["train", "--config", GPU_RECIPE, "--pack", str(pack), "--minutes", "0", "--out",
                  str(tmp_path / "runs"), "--no-progress", *tiny])
     assert code == 2 and "--minutes must be positive" in capsys.readouterr().err
