@@ -7,7 +7,15 @@ import numpy as np
 
 from .config import AugmentConfig
 
-_GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
+# The perturbations' ranges, shared with the batched torch version (augment_torch).
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+BLUR_SIGMA = (0.3, 1.5)
+DOWNSCALE_FACTOR = (0.35, 0.9)  # of the side
+NOISE_SIGMA = (2.0, 8.0)  # grey levels
+JPEG_QUALITY = (30, 90)  # inclusive
+ERASE_AREA = (0.03, 0.2)  # of the crop
+ERASE_ASPECT = (0.5, 2.0)
+_GRAY_WEIGHTS = np.array(GRAY_WEIGHTS, np.float32)
 
 
 def augment_face(crop: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
@@ -37,21 +45,21 @@ def augment_face(crop: np.ndarray, rng: np.random.Generator, config: AugmentConf
         image = image * (1.0 + rng.uniform(-config.brightness, config.brightness))
     out = np.clip(image, 0, 255).astype(np.uint8)
     if rng.random() < config.blur:
-        out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.3, 1.5))
+        out = cv2.GaussianBlur(out, (0, 0), rng.uniform(*BLUR_SIGMA))
     if config.downscale and rng.random() < config.downscale:
-        factor = rng.uniform(0.35, 0.9)
+        factor = rng.uniform(*DOWNSCALE_FACTOR)
         small = cv2.resize(out, (max(8, round(width * factor)), max(8, round(height * factor))), interpolation=cv2.INTER_AREA)
         out = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
     if config.noise and rng.random() < config.noise:
-        noisy = out.astype(np.float32) + rng.normal(0.0, rng.uniform(2.0, 8.0), out.shape).astype(np.float32)
+        noisy = out.astype(np.float32) + rng.normal(0.0, rng.uniform(*NOISE_SIGMA), out.shape).astype(np.float32)
         out = np.clip(noisy, 0, 255).astype(np.uint8)
     if config.jpeg and rng.random() < config.jpeg:
-        ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(out), [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 91))])
+        ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(out), [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1))])
         if ok:
             out = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED).reshape(height, width, 3)
     if config.erase and rng.random() < config.erase:
-        area = rng.uniform(0.03, 0.2) * width * height
-        aspect = np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
+        area = rng.uniform(*ERASE_AREA) * width * height
+        aspect = np.exp(rng.uniform(np.log(ERASE_ASPECT[0]), np.log(ERASE_ASPECT[1])))
         box_w = int(min(width, round(np.sqrt(area * aspect))))
         box_h = int(min(height, round(np.sqrt(area / aspect))))
         x0, y0 = int(rng.integers(0, width - box_w + 1)), int(rng.integers(0, height - box_h + 1))

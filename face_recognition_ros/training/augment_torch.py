@@ -15,12 +15,19 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .augment import (
+    BLUR_SIGMA,
+    DOWNSCALE_FACTOR,
+    ERASE_AREA,
+    ERASE_ASPECT,
+    GRAY_WEIGHTS,
+    JPEG_QUALITY,
+    NOISE_SIGMA,
+)
 from .config import AugmentConfig
 
-_GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 _DOWNSCALE_BUCKETS = 4
-_BLUR_SIGMA = (0.3, 1.5)
-_BLUR_RADIUS = math.ceil(3 * _BLUR_SIGMA[1])
+_BLUR_RADIUS = math.ceil(3 * BLUR_SIGMA[1])
 
 # The JPEG standard's (Annex K) luminance and chrominance quantisation tables, quality 50.
 _LUMA_TABLE = (
@@ -45,7 +52,7 @@ def _chosen(probability: float, n: int, generator: torch.Generator | None, devic
 
 
 def _gray(images: torch.Tensor) -> torch.Tensor:
-    weights = images.new_tensor(_GRAY_WEIGHTS).view(1, 3, 1, 1)
+    weights = images.new_tensor(GRAY_WEIGHTS).view(1, 3, 1, 1)
     return (images * weights).sum(dim=1, keepdim=True)
 
 
@@ -91,7 +98,7 @@ def _colour(images: torch.Tensor, config: AugmentConfig, generator) -> torch.Ten
 def _blur(images: torch.Tensor, generator) -> torch.Tensor:
     """A Gaussian blur with a sigma of its own per face: separable, grouped convolutions."""
     n, channels, height, width = images.shape
-    sigma = _uniform(n, *_BLUR_SIGMA, generator, images.device).view(n, 1)
+    sigma = _uniform(n, *BLUR_SIGMA, generator, images.device).view(n, 1)
     offsets = torch.arange(-_BLUR_RADIUS, _BLUR_RADIUS + 1, device=images.device, dtype=images.dtype).view(1, -1)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
     kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(channels, dim=0)  # (n*c, k)
@@ -110,7 +117,8 @@ def _downscale(images: torch.Tensor, generator) -> torch.Tensor:
         members = torch.nonzero(bucket == index).flatten()
         if members.numel() == 0:
             continue
-        factor = 0.35 + (0.9 - 0.35) * (index + 0.5) / _DOWNSCALE_BUCKETS
+        low, high = DOWNSCALE_FACTOR
+        factor = low + (high - low) * (index + 0.5) / _DOWNSCALE_BUCKETS
         size = (max(8, round(height * factor)), max(8, round(width * factor)))
         small = F.interpolate(images[members], size=size, mode="bilinear", antialias=True, align_corners=False)
         out[members] = F.interpolate(small, size=(height, width), mode="bilinear", align_corners=False)
@@ -138,7 +146,7 @@ def _jpeg(images: torch.Tensor, generator) -> torch.Tensor:
     """The blocking and ringing of a JPEG at quality 30-90: 8x8 DCT coefficients of Y, Cb and Cr
     rounded to the standard tables' steps."""
     n, _, height, width = images.shape
-    quality = torch.randint(30, 91, (n,), generator=generator, device=images.device)
+    quality = torch.randint(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1, (n,), generator=generator, device=images.device)
     pad_h, pad_w = (-height) % 8, (-width) % 8
     padded = F.pad(images, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else images
     r, g, b = padded[:, 0], padded[:, 1], padded[:, 2]
@@ -163,8 +171,8 @@ def _erase(images: torch.Tensor, generator) -> torch.Tensor:
     """One rectangle of 3-20% of the crop, aspect 1:2..2:1, filled with one random colour (occlusion)."""
     n, _, height, width = images.shape
     device = images.device
-    area = _uniform(n, 0.03, 0.2, generator, device) * width * height
-    aspect = torch.exp(_uniform(n, math.log(0.5), math.log(2.0), generator, device))
+    area = _uniform(n, *ERASE_AREA, generator, device) * width * height
+    aspect = torch.exp(_uniform(n, math.log(ERASE_ASPECT[0]), math.log(ERASE_ASPECT[1]), generator, device))
     box_w = torch.sqrt(area * aspect).round().clamp(1, width)
     box_h = torch.sqrt(area / aspect).round().clamp(1, height)
     x0 = torch.floor(torch.rand(n, generator=generator, device=device) * (width - box_w + 1))
@@ -204,7 +212,7 @@ def augment_batch(crops: torch.Tensor, config: AugmentConfig, generator: torch.G
         images = _apply_to(images, _chosen(config.downscale, n, generator, device), lambda x: _downscale(x, generator))
     if config.noise:
         def add_noise(x: torch.Tensor) -> torch.Tensor:
-            sigma = _uniform(x.shape[0], 2.0, 8.0, generator, device).view(-1, 1, 1, 1)
+            sigma = _uniform(x.shape[0], *NOISE_SIGMA, generator, device).view(-1, 1, 1, 1)
             noise = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
             return (x + noise * sigma).clamp(0.0, 255.0)
         images = _apply_to(images, _chosen(config.noise, n, generator, device), add_noise)

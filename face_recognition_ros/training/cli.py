@@ -106,15 +106,13 @@ def run_pack(args: argparse.Namespace) -> int:
     from .config import load_config
     from .data import FaceDataModule
     from .face_pack import write_pack
-    from .teacher import TeacherSpec
+    from .runner import check_data_sources, recipe_teacher
 
     logging.getLogger("face_recognition_ros.training").setLevel(logging.INFO)
     config = load_config(args.config, overrides=args.overrides)
-    teacher = TeacherSpec.from_loss(config.loss) if config.loss.kind == "distill" else None
+    teacher = recipe_teacher(config)
     datamodule = FaceDataModule(config.data, config.seed, teacher=teacher)
-    if teacher is not None:
-        teacher.check_weights()
-    datamodule.dataset_roots()
+    check_data_sources(datamodule, teacher)
     datamodule.setup()
     meta = write_pack(datamodule.train, datamodule.val, datamodule.val_pairs, args.out, recipe=config.name,
                       quality=args.quality, part_mib=args.part_mib)

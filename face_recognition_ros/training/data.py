@@ -398,15 +398,17 @@ class FaceDataModule(L.LightningDataModule):
         if self.teacher is not None:
             self.train.teacher_offset = targets.offset
 
+    def pk_sampler(self) -> PKBatchSampler:
+        """The recipe's P x K (+ U unlabelled) batches over the training faces."""
+        return PKBatchSampler(self.train.labels, self.config.identities_per_batch, self.config.images_per_identity,
+                              self.seed, unlabelled_per_batch=self.config.unlabelled_per_batch,
+                              batches_per_epoch=self.config.batches_per_epoch)
+
     def train_dataloader(self) -> DataLoader:
         dataset = AugmentedFaces(self.train, self.config.augment)
         common = {"num_workers": self.config.num_workers, "persistent_workers": self.config.num_workers > 0}
         if self.config.sampler == "pk":
-            sampler = PKBatchSampler(self.train.labels, self.config.identities_per_batch,
-                                     self.config.images_per_identity, self.seed,
-                                     unlabelled_per_batch=self.config.unlabelled_per_batch,
-                                     batches_per_epoch=self.config.batches_per_epoch)
-            return DataLoader(dataset, batch_sampler=sampler, **common)
+            return DataLoader(dataset, batch_sampler=self.pk_sampler(), **common)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # Lightning's own sampler replacement is off (it would shard validation and break PK batches).
             shards = DistributedSampler(dataset, shuffle=True, seed=self.seed, drop_last=True)

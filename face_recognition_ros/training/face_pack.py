@@ -15,7 +15,6 @@ incomplete or damaged pack is an error before any training, not a silently small
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,7 @@ import cv2
 import numpy as np
 
 from ..atomic_file import atomic_path
+from ..encoders.base import file_sha256
 from .data import FaceArrays
 from .face_cache import DatasetError
 
@@ -86,18 +86,10 @@ def decode_images(blob: np.ndarray, offsets: np.ndarray, size: int, where: str) 
     return crops
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _save(path: Path, **arrays: np.ndarray) -> dict:
     with atomic_path(path) as temporary, open(temporary, "wb") as handle:
         np.savez(handle, **arrays)
-    return {"file": path.name, "bytes": path.stat().st_size, "sha256": _sha256(path)}
+    return {"file": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path, 64)}
 
 
 def write_pack(train: FaceArrays, val: FaceArrays, val_pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -159,7 +151,7 @@ def _load_part(out_dir: Path, entry: dict) -> dict:
     path = out_dir / entry["file"]
     if not path.is_file():
         raise DatasetError(f"face pack {out_dir}: {entry['file']} is missing (every part listed in {META} must be there)")
-    if path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
+    if path.stat().st_size != entry["bytes"] or file_sha256(path, 64) != entry["sha256"]:
         raise DatasetError(f"face pack {out_dir}: {entry['file']} is damaged or from another pack (its SHA-256 "
                            f"differs from {META}'s)")
     with np.load(path, allow_pickle=False) as arrays:

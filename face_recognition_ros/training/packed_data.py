@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .augment_torch import augment_batch
 from .config import DataConfig
-from .data import FaceDataModule, PKBatchSampler
+from .data import FaceDataModule
 from .face_cache import DatasetError
 from .face_pack import read_pack
 
@@ -46,11 +46,7 @@ class PackedFaceDataModule(FaceDataModule):
 
     def train_dataloader(self) -> DataLoader:
         if self.config.sampler == "pk":
-            sampler = PKBatchSampler(self.train.labels, self.config.identities_per_batch,
-                                     self.config.images_per_identity, self.seed,
-                                     unlabelled_per_batch=self.config.unlabelled_per_batch,
-                                     batches_per_epoch=self.config.batches_per_epoch)
-            return DataLoader(_Indices(len(self.train)), batch_sampler=sampler, collate_fn=_index_batch)
+            return DataLoader(_Indices(len(self.train)), batch_sampler=self.pk_sampler(), collate_fn=_index_batch)
         return DataLoader(_Indices(len(self.train)), batch_size=self.config.batch_size, shuffle=True, drop_last=True,
                           collate_fn=_index_batch)
 

@@ -109,6 +109,18 @@ class TrainingThroughput(Callback):
         self._start = None
 
 
+def recipe_teacher(config: TrainConfig) -> TeacherSpec | None:
+    """The teachers a distilling recipe names; None for the other losses."""
+    return TeacherSpec.from_loss(config.loss) if config.loss.kind == "distill" else None
+
+
+def check_data_sources(datamodule: FaceDataModule, teacher: TeacherSpec | None) -> None:
+    """Every teacher weights file and dataset folder, checked before any is read (train, pack-faces)."""
+    if teacher is not None:
+        teacher.check_weights()
+    datamodule.dataset_roots()
+
+
 def build_module(config: TrainConfig, datamodule: FaceDataModule) -> FaceEmbeddingModule:
     datamodule.setup()
     teacher = datamodule.train.teacher
@@ -254,12 +266,10 @@ def train(config: TrainConfig, resume: str | Path | None = None, datamodule: Fac
                                   "for the epoch's length, and start it again")
     if resume and minutes is not None:
         raise TrainingConfigError("--minutes sizes a new run; a resumed run keeps the length and schedule it started with")
-    teacher = TeacherSpec.from_loss(config.loss) if config.loss.kind == "distill" else None
+    teacher = recipe_teacher(config)
     datamodule = datamodule or FaceDataModule(config.data, config.seed, teacher=teacher)
     if datamodule.train is None:  # not built from arrays or a pack: datasets and teachers are read from disk
-        if teacher is not None:
-            teacher.check_weights()
-        datamodule.dataset_roots()
+        check_data_sources(datamodule, teacher)
     elif teacher is not None and datamodule.train.teacher is None:
         raise TrainingConfigError("the recipe distils, but its training faces come without teacher targets "
                                   "(a face pack made from a recipe that does not distil?)")

@@ -10,6 +10,7 @@ import logging
 import time
 
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 
 from .config import TrainConfig, TrainingConfigError
 
@@ -43,10 +44,6 @@ def _batches(datamodule):
         yield from datamodule.train_dataloader()
 
 
-def _to(batch: dict, device: torch.device) -> dict:
-    return {name: value.to(device) if isinstance(value, torch.Tensor) else value for name, value in batch.items()}
-
-
 def measure_steps_per_second(config: TrainConfig, module, datamodule, steps: int = 20, warmup: int = 5) -> float:
     """Optimizer steps per second of a copy of ``module`` (the run starts from the untouched one) on
     the recipe's device and precision, batches made as the run makes them."""
@@ -60,7 +57,7 @@ def measure_steps_per_second(config: TrainConfig, module, datamodule, steps: int
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-        batch = datamodule.on_after_batch_transfer(_to(next(batches), device), 0)
+        batch = datamodule.on_after_batch_transfer(move_data_to_device(next(batches), device), 0)
         with _autocast(config, device):
             loss = probe.training_loss(batch)["loss"]
         loss.backward()
