@@ -273,3 +273,48 @@ def test_unknown_recipe_key_is_a_clear_error(tmp_path):
         load_config(path)
     with pytest.raises(TrainingConfigError, match="loss.kind"):
         config_from_dict({"loss": {"kind": "magic"}})
+
+
+def test_a_recipe_based_on_another_changes_only_the_keys_it_sets(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "name: base\ndata:\n  input_size: 96\n  augment:\n    flip: 0.3\n    blur: 0.4\n"
+        "  datasets:\n    - root: a\n    - root: b\n      labelled: false\n"
+        "optim:\n  lr: 2.0e-3\n  warmup_epochs: 0.3\nmodel:\n  init_from: old.ckpt\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "child.yaml").write_text(
+        "base: ../base.yaml\nname: child\ndata:\n  augment:\n    blur: 0.0\n  datasets:\n    - root: c\n"
+        "optim:\n  lr: 5.0e-4\nmodel:\n  init_from: null\n")
+    (tmp_path / "grandchild.yaml").write_text("base: sub/child.yaml\nname: grandchild\ntrainer:\n  max_epochs: 3\n")
+    config = load_config(tmp_path / "grandchild.yaml", overrides=["optim.warmup_epochs=0.1"])
+    assert config.name == "grandchild" and config.trainer.max_epochs == 3
+    assert config.data.input_size == 96  # inherited through two levels
+    assert (config.data.augment.flip, config.data.augment.blur) == (0.3, 0.0)  # sections merge key by key
+    assert [d.root for d in config.data.datasets] == ["c"]  # a list replaces the base's list
+    assert config.optim.lr == 5.0e-4 and config.optim.warmup_epochs == 0.1  # --set comes last
+    assert config.model.init_from is None  # null clears an inherited value
+
+
+def test_a_missing_or_circular_base_recipe_is_a_clear_error(tmp_path):
+    (tmp_path / "orphan.yaml").write_text("base: gone.yaml\nname: orphan\n")
+    with pytest.raises(TrainingConfigError, match=r"cannot read training config .*gone\.yaml.*base of .*orphan\.yaml"):
+        load_config(tmp_path / "orphan.yaml")
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(TrainingConfigError, match="cycle"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "bad.yaml").write_text("base: [a.yaml, b.yaml]\n")
+    with pytest.raises(TrainingConfigError, match="base names one recipe"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "typo.yaml").write_text("base: a_base.yaml\nloss:\n  marign: 0.3\n")
+    (tmp_path / "a_base.yaml").write_text("name: a_base\n")
+    with pytest.raises(TrainingConfigError, match="unknown key.*marign"):
+        load_config(tmp_path / "typo.yaml")
+
+
+def test_the_continued_and_gpu_recipes_share_the_base_recipes_data_and_losses():
+    train = Path(__file__).resolve().parents[1] / "config" / "train"
+    base = load_config(train / "b0_ensemble_112.yaml")
+    continued, gpu = load_config(train / "b0_ensemble_112_continued.yaml"), load_config(train / "b0_ensemble_112_gpu.yaml")
+    assert continued.data == base.data and continued.loss == base.loss
+    assert gpu.loss == base.loss and gpu.data.datasets == base.data.datasets and gpu.data.augment == base.data.augment
+    assert (gpu.data.identities_per_batch, gpu.data.unlabelled_per_batch) == (64, 256)

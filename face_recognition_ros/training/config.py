@@ -1,4 +1,8 @@
-"""Training recipe: a YAML file mapped onto typed dataclasses (unknown keys are errors, not ignored)."""
+"""Training recipe: a YAML file mapped onto typed dataclasses (unknown keys are errors, not ignored).
+
+A recipe may name another as ``base:``; it then holds only what it changes (the continued and GPU
+recipes hold a few keys over b0_ensemble_112), so the datasets and losses they share cannot drift apart.
+"""
 
 from __future__ import annotations
 
@@ -286,15 +290,45 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
     return values
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Parse and validate a recipe, with ``overrides`` (``KEY=VALUE``) applied first; raises
-    TrainingConfigError naming the file and key."""
+BASE_KEY = "base"
+
+
+def merge_recipes(base: dict, child: dict) -> dict:
+    """``child`` laid over ``base``: mappings merge key by key, anything else (a list such as
+    ``data.datasets``, a scalar, null) replaces what the base had."""
+    merged = dict(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_recipes(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_recipe(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
+    """A recipe file's mapping, with its ``base:`` recipe (a path relative to the file, chains
+    allowed) merged underneath; raises TrainingConfigError naming the file."""
     path = Path(path)
+    where = " (base of " + " <- ".join(str(p) for p in reversed(_chain)) + ")" if _chain else ""
+    if path.resolve() in {p.resolve() for p in _chain}:
+        raise TrainingConfigError(f"{path}: recipes name each other as base in a cycle{where}")
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as error:
-        raise TrainingConfigError(f"cannot read training config {path}: {error}") from None
+        raise TrainingConfigError(f"cannot read training config {path}{where}: {error}") from None
     if values is not None and not isinstance(values, dict):
         raise TrainingConfigError(f"{path}: a recipe is a mapping of sections, got {type(values).__name__}")
-    values = apply_overrides(values or {}, overrides or [])
+    values = values or {}
+    base = values.pop(BASE_KEY, None)
+    if base is None:
+        return values
+    if not isinstance(base, str) or not base:
+        raise TrainingConfigError(f"{path}: {BASE_KEY} names one recipe file (relative to this one), got {base!r}")
+    return merge_recipes(read_recipe(path.parent / base, (*_chain, path)), values)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Parse and validate a recipe (its ``base:`` merged underneath), with ``overrides``
+    (``KEY=VALUE``) applied last; raises TrainingConfigError naming the file and key."""
+    values = apply_overrides(read_recipe(path), overrides or [])
     return config_from_dict(values, str(path))
