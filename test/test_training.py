@@ -30,7 +30,8 @@ from face_recognition_ros.training.runner import train
 
 # One thread: on a shared, oversubscribed CPU two torch threads can run ten times slower.
 torch.set_num_threads(1)
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "config" / "train").glob("*.yaml"))
+RECIPE_DIR = Path(__file__).resolve().parents[1] / "config" / "train"
+RECIPES = sorted(RECIPE_DIR.glob("*.yaml"))
 SIZE = 32  # tiny crops keep the CPU runs to seconds
 
 
@@ -312,9 +313,8 @@ def test_a_missing_or_circular_base_recipe_is_a_clear_error(tmp_path):
 
 
 def test_the_continued_and_gpu_recipes_share_the_base_recipes_data_and_losses():
-    train = Path(__file__).resolve().parents[1] / "config" / "train"
-    base = load_config(train / "b0_ensemble_112.yaml")
-    continued, gpu = load_config(train / "b0_ensemble_112_continued.yaml"), load_config(train / "b0_ensemble_112_gpu.yaml")
+    base = load_config(RECIPE_DIR / "b0_ensemble_112.yaml")
+    continued, gpu = load_config(RECIPE_DIR / "b0_ensemble_112_continued.yaml"), load_config(RECIPE_DIR / "b0_ensemble_112_gpu.yaml")
     assert continued.data == base.data and continued.loss == base.loss
     assert gpu.loss == base.loss and gpu.data.datasets == base.data.datasets and gpu.data.augment == base.data.augment
     assert (gpu.data.identities_per_batch, gpu.data.unlabelled_per_batch) == (64, 256)
