@@ -50,6 +50,7 @@ class PipelineConfig:
     knn: int = 3
     gallery_path: str | None = None  # a file (SQLite) or a postgresql:// URL; None: default_gallery_setting()
     auto_reembed: bool = True  # re-embed stored crops when the gallery was built by another encoder
+    test_time_flip: bool = False  # embed each face and its mirror image; set on the pipeline's encoder
 
 
 @dataclass
@@ -96,6 +97,7 @@ class RecognitionPipeline:
             if cfg.encoder_weights:
                 kwargs["weights"] = cfg.encoder_weights
             encoder = create_encoder(cfg.encoder, **kwargs)
+        encoder.test_time_flip = cfg.test_time_flip
         self.encoder = encoder
         if detector is None:
             from .detection import RetinaFaceDetector
@@ -145,7 +147,7 @@ class RecognitionPipeline:
         range, leaving the previous ones in force.
         """
         fixed = threshold is not None
-        threshold = float(threshold) if fixed else self.encoder.default_threshold
+        threshold = float(threshold) if fixed else self.encoder.calibrated_threshold
         margin = self.encoder.default_margin if margin is None else margin
         target = None if fixed else (DEFAULT_TARGET_FAR if target_far is None else target_far)
         trial = Matcher(threshold, margin, self.matcher.k if k is None else k, target)  # validates them all first

@@ -311,6 +311,7 @@ class Recognizer:
         pipeline = self.pipeline
         return {
             "encoder": pipeline.encoder.identity,
+            "test_time_flip": str(bool(getattr(pipeline.encoder, "test_time_flip", False))).lower(),
             "encoder_backend": pipeline.encoder_backend,
             "detector_backend": pipeline.detector_backend,
             "match_threshold": f"{self.threshold:.3f}",

@@ -67,6 +67,10 @@ class StubEncoder(_Component):
         super().__init__()
         self.embedding_size = dim
 
+    @property
+    def calibrated_threshold(self) -> float:
+        return self.default_threshold
+
     def embed(self, crops: np.ndarray) -> np.ndarray:
         if len(crops) == 0:
             return np.zeros((0, self.embedding_size), np.float32)

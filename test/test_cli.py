@@ -284,6 +284,22 @@ def test_eval_lfw_records_the_mean_fold_threshold_as_the_checkpoints_default(cap
     assert sorted(p.name for p in effnet_copy.parent.iterdir()) == ["efficientnet_b0.json", "efficientnet_b0.pt"]
 
 
+def test_eval_lfw_with_the_flip_calibrates_a_checkpoint_that_has_no_flip_threshold_yet(capsys, tiny_lfw, effnet_copy):
+    from face_recognition_ros.encoders.efficientnet import EfficientNetEncoder
+
+    plain = EfficientNetEncoder(weights=effnet_copy)
+    assert plain.flip_threshold is None
+    code, out, err = run(capsys, "eval", "lfw", "--lfw-dir", tiny_lfw, "--encoder", "efficientnet_b0",
+                         "--encoder-weights", effnet_copy, "--test-time-flip", "--record-threshold", "--json")
+    assert code == 0, err
+    recorded = json.loads(out)["recorded_threshold"]
+    calibrated = EfficientNetEncoder(weights=effnet_copy)
+    assert calibrated.flip_threshold == pytest.approx(recorded)
+    assert calibrated.default_threshold == pytest.approx(plain.default_threshold)  # the plain one is kept
+    card = json.loads(effnet_copy.with_suffix(".json").read_text())
+    assert "--test-time-flip" in card["metadata"]["lfw_calibration_flip"]
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--encoder", "dlib_resnet"], "--encoder efficientnet_b0"),
     (["--encoder", "efficientnet_b0"], "--encoder-weights"),

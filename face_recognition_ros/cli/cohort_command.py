@@ -55,7 +55,7 @@ def run_build(args: argparse.Namespace) -> int:
             photos.append(images[0])
     if len(photos) < 50:
         raise FaceRecognitionError(f"{data}: only {len(photos)} people to build a cohort from (at least 50 needed)")
-    pipeline = scratch_pipeline(args)
+    pipeline = scratch_pipeline(args, matches=False)
 
     def embed(path: Path) -> np.ndarray | None:
         batch = pipeline.analyze(load_image(path))

@@ -83,7 +83,7 @@ def run_lfw(args: argparse.Namespace) -> int:
         raise FaceRecognitionError("--folds must be between 1 and 10")
     if args.record_threshold:
         _check_threshold_recording(args)
-    pipeline = scratch_pipeline(args)
+    pipeline = scratch_pipeline(args, matches=False)  # verification scores pairs, never the gallery
     failed = {"count": 0}
 
     def embed_image(path: Path) -> np.ndarray:
@@ -107,9 +107,11 @@ def run_lfw(args: argparse.Namespace) -> int:
         from ..encoders.efficientnet_checkpoint import record_lfw_threshold
 
         threshold = float(np.mean(result["thresholds"]))
+        flip = pipeline.encoder.test_time_flip
         record_lfw_threshold(args.encoder_weights, threshold,
-                             "mean of the ten per-fold thresholds of `face-recognition-ros eval lfw` (LFW View 2, "
-                             f"{100 * result['accuracy']:.2f}% +- {100 * result['accuracy_std']:.2f})")
+                             "mean of the ten per-fold thresholds of `face-recognition-ros eval lfw"
+                             + (" --test-time-flip" if flip else "") + "` (LFW View 2, "
+                             f"{100 * result['accuracy']:.2f}% +- {100 * result['accuracy_std']:.2f})", flip=flip)
         result["recorded_threshold"] = round(threshold, 4)
     _print_result(result, args.json)
     return 0
@@ -151,7 +153,7 @@ def run_identify(args: argparse.Namespace) -> int:
             seed=args.seed, margin=pipeline.matcher.margin, k=pipeline.matcher.k, progress=not args.json,
             threshold=pipeline.matcher.threshold if pipeline.matcher.target_far is None else None,
             target_far=pipeline.matcher.target_far, cohort=pipeline.matcher.cohort,
-            floor=pipeline.encoder.default_threshold,
+            floor=_open_set_floor(pipeline),
         )
     finally:
         if cache is not None:
@@ -184,6 +186,15 @@ def _print_open_set(figures: dict) -> None:
     for row in figures["gallery_growth"]:
         print(f"gallery of {row['identities']:5d}             threshold {row['threshold']:.3f}, false accepts "
               f"{row['false_accept_rate']:.4f}, DIR {row['identification_rate']:.4f}")
+
+
+def _open_set_floor(pipeline) -> float:
+    """The least score the open-set figures accept: the encoder's calibrated 1:1 threshold, or, for an
+    encoder not calibrated for the test-time flip, the fixed ``--threshold`` given instead."""
+    encoder = pipeline.encoder
+    if encoder.test_time_flip and encoder.flip_threshold is None and pipeline.matcher.target_far is None:
+        return pipeline.matcher.threshold
+    return encoder.calibrated_threshold
 
 
 def identification_settings(pipeline) -> dict:

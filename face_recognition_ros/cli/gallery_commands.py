@@ -132,7 +132,8 @@ def run_reembed(args: argparse.Namespace) -> int:
         from ..pipeline import PipelineConfig, RecognitionPipeline
 
         config = PipelineConfig(encoder=args.encoder, encoder_weights=args.encoder_weights, backend=args.backend,
-                                device=args.device, precision=args.precision, auto_reembed=False)
+                                device=args.device, precision=args.precision, auto_reembed=False,
+                                test_time_flip=args.test_time_flip)
         pipeline = RecognitionPipeline(config, gallery=gallery)
         changed = pipeline.reembed_gallery(progress=not args.json)
     if args.json:

@@ -11,6 +11,7 @@ import torch
 
 from ..alignment import AlignmentTemplate
 from ..backends.runners import RunnerHolder
+from ..errors import ModelError
 
 
 def file_sha256(path: str | Path, length: int = 16) -> str:
@@ -41,6 +42,8 @@ class FaceEncoder(RunnerHolder, ABC):
     name: str = ""
     #: cosine-similarity threshold for "same person", calibrated on LFW (see README)
     default_threshold: float = 0.5
+    #: the same, calibrated for embeddings made with ``test_time_flip``; None: not calibrated
+    flip_threshold: float | None = None
     #: required lead of the best person over the second best, in the same similarity units
     default_margin: float = 0.05
     #: bump whenever the same weights and template would give different embeddings (a change to
@@ -49,6 +52,9 @@ class FaceEncoder(RunnerHolder, ABC):
 
     def __init__(self) -> None:
         self.device = torch.device("cpu")
+        #: embed each crop and its mirror image and add the two raw embeddings: a little more
+        #: accurate, twice the network time (README, "Test-time flip")
+        self.test_time_flip = False
 
     @property
     @abstractmethod
@@ -87,8 +93,26 @@ class FaceEncoder(RunnerHolder, ABC):
         The last part hashes the alignment template and ``revision``: new weights, a moved
         template or changed pre-processing each make a gallery (or any embedding cache) stale.
         """
-        geometry = hashlib.sha256(f"{self.template.digest()};r{self.revision}".encode()).hexdigest()[:8]
+        recipe = f"{self.template.digest()};r{self.revision}" + (";flip" if self.test_time_flip else "")
+        geometry = hashlib.sha256(recipe.encode()).hexdigest()[:8]
         return f"{self.name}:{self.weights_hash}:{geometry}"
+
+    @property
+    def calibrated_threshold(self) -> float:
+        """The LFW-calibrated 1:1 threshold for embeddings as this encoder makes them now.
+
+        Flipped embeddings score higher than plain ones (dlib_resnet's cut moves from 0.908 to
+        0.914), so a threshold calibrated without the flip would be too loose with it.
+        """
+        if not self.test_time_flip:
+            return self.default_threshold
+        if self.flip_threshold is None:
+            raise ModelError(
+                f"{self.name} has no threshold calibrated for test_time_flip: give a fixed match threshold, or "
+                "calibrate one: `face-recognition-ros eval lfw --test-time-flip` measures it, and with "
+                "--record-threshold stores it in an efficientnet_b0 checkpoint"
+            )
+        return self.flip_threshold
 
     def embed(self, faces: np.ndarray) -> np.ndarray:
         """Embed a batch of aligned RGB crops.
@@ -108,4 +132,10 @@ class FaceEncoder(RunnerHolder, ABC):
             raise ValueError(
                 f"{self.name} needs {width}x{height} crops, got {faces.shape[2]}x{faces.shape[1]}"
             )
-        return l2_normalize(np.asarray(self.run_network(self.preprocess(faces)), np.float32))
+        batch = self.preprocess(faces)
+        if not self.test_time_flip:
+            return l2_normalize(np.asarray(self.run_network(batch), np.float32))
+        # One network call for both halves, so a GPU backend runs them as one batch.
+        raw = np.asarray(self.run_network(np.concatenate([batch, batch[..., ::-1]])), np.float32)
+        count = len(batch)
+        return l2_normalize(raw[:count] + raw[count:])

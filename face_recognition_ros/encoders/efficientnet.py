@@ -41,6 +41,8 @@ class EfficientNetEncoder(FaceEncoder):
         # The recognizer's default cut is the LFW-calibrated one, as for every encoder; checkpoints
         # not yet evaluated on LFW fall back to the threshold calibrated on their validation pairs.
         self.default_threshold = float(self.config.get("lfw_threshold", self.config["threshold"]))
+        flip_threshold = self.config.get("lfw_threshold_flip")
+        self.flip_threshold = None if flip_threshold is None else float(flip_threshold)
         self._hash = file_sha256(path)
 
     @property

@@ -62,10 +62,11 @@ def _read_deploy_checkpoint(path: Path) -> dict:
     return blob
 
 
-def record_lfw_threshold(path: str | Path, threshold: float, description: str) -> dict:
+def record_lfw_threshold(path: str | Path, threshold: float, description: str, flip: bool = False) -> dict:
     """Store an LFW-calibrated threshold in a deploy checkpoint (and its JSON card); returns the config.
 
-    The encoder then uses it as its default instead of the validation-pair threshold. Each file is
+    The encoder then uses it as its default instead of the validation-pair threshold; with ``flip``
+    it is the threshold for test-time-flip embeddings (``lfw_threshold_flip``). Each file is
     replaced atomically, so an interrupted write never leaves a half-written checkpoint.
     """
     path = Path(path)
@@ -73,8 +74,9 @@ def record_lfw_threshold(path: str | Path, threshold: float, description: str) -
         raise ModelError(f"an LFW threshold is a cosine similarity in [-1, 1], got {threshold}")
     blob = _read_deploy_checkpoint(path)
     config = blob["config"]
-    config["lfw_threshold"] = round(float(threshold), 4)
-    config.setdefault("metadata", {})["lfw_calibration"] = description
+    suffix = "_flip" if flip else ""
+    config["lfw_threshold" + suffix] = round(float(threshold), 4)
+    config.setdefault("metadata", {})["lfw_calibration" + suffix] = description
     with atomic_path(path) as partial:
         torch.save(blob, partial)
     with atomic_path(path.with_suffix(".json")) as partial:

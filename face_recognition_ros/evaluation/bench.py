@@ -142,6 +142,7 @@ class FaceRecognitionSystem:
 def default_pipeline_factory(
     encoder: str = "dlib_resnet", device: str = "cpu", precision: str = "fp32", detector_max_size: int | None = 640,
     enroll: Sequence[np.ndarray] = (), workdir: Path | None = None, threads: int | None = None,
+    test_time_flip: bool = False,
 ) -> PipelineFactory:
     """Pipelines as the CLI builds them, with a throw-away gallery holding the ``enroll`` faces.
 
@@ -156,7 +157,7 @@ def default_pipeline_factory(
     def make(backend: str):
         config = PipelineConfig(
             encoder=encoder, backend=backend, device=device, precision=precision,
-            detector_max_size=detector_max_size, max_faces=None, engine_cache_dir=None,
+            detector_max_size=detector_max_size, max_faces=None, engine_cache_dir=None, test_time_flip=test_time_flip,
         )
         gallery = Gallery(workdir / f"gallery-{backend}-{time.monotonic_ns()}.db")
         pipeline = RecognitionPipeline(config, gallery=gallery)
@@ -325,7 +326,7 @@ def run_frames_bench(args: argparse.Namespace) -> int:
     known = lfw_faces(lfw_root, max(args.faces) + 4)[-4:]
     factory = default_pipeline_factory(
         getattr(args, "encoder", "dlib_resnet"), device, precision, getattr(args, "detector_max_size", 640) or None, known,
-        threads=args.threads,
+        threads=args.threads, test_time_flip=getattr(args, "test_time_flip", False),
     )
     report = bench_frames(
         factory, args.faces, backends, getattr(args, "repeat", 10), getattr(args, "warmup", 2),
