@@ -308,8 +308,16 @@ def test_a_missing_or_circular_base_recipe_is_a_clear_error(tmp_path):
         load_config(tmp_path / "bad.yaml")
     (tmp_path / "typo.yaml").write_text("base: a_base.yaml\nloss:\n  marign: 0.3\n")
     (tmp_path / "a_base.yaml").write_text("name: a_base\n")
-    with pytest.raises(TrainingConfigError, match="unknown key.*marign"):
+    with pytest.raises(TrainingConfigError, match=r"typo\.yaml\.loss: unknown key.*marign"):
         load_config(tmp_path / "typo.yaml")
+
+
+def test_an_unknown_key_in_a_base_recipe_is_reported_with_the_base_file_that_holds_it(tmp_path):
+    (tmp_path / "base.yaml").write_text("data:\n  datasets:\n    - root: a\n      labeled: true\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\nname: child\n")
+    with pytest.raises(TrainingConfigError, match=r"base\.yaml\.data\.datasets\[0\]: unknown key.*labeled") as error:
+        load_config(tmp_path / "child.yaml")
+    assert "child.yaml" not in str(error.value).split(":")[0]
 
 
 def test_the_continued_and_gpu_recipes_share_the_base_recipes_data_and_losses():

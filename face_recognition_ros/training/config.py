@@ -174,14 +174,34 @@ def _list_item_dataclass(hint) -> type | None:
     return None
 
 
-def _build(cls: type, values: dict, where: str):
-    if not isinstance(values, dict):
-        raise TrainingConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
-    hints = typing.get_type_hints(cls)
+def _reject_unknown_keys(cls: type, values: dict, where: str) -> None:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise TrainingConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+
+
+def _check_keys(cls: type, values, where: str) -> None:
+    """Unknown keys anywhere in one recipe file, reported with that file's name: once recipes are
+    merged, nobody knows which file a key came from. Wrong types are left to ``_build``."""
+    if not isinstance(values, dict):
+        return
+    _reject_unknown_keys(cls, values, where)
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        item = _list_item_dataclass(hints[key])
+        if dataclasses.is_dataclass(hints[key]):
+            _check_keys(hints[key], value, f"{where}.{key}")
+        elif item is not None and isinstance(value, list):
+            for index, entry in enumerate(value):
+                _check_keys(item, entry, f"{where}.{key}[{index}]")
+
+
+def _build(cls: type, values: dict, where: str):
+    if not isinstance(values, dict):
+        raise TrainingConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    _reject_unknown_keys(cls, values, where)
     kwargs = {}
     for key, value in values.items():
         hint = hints[key]
@@ -320,6 +340,7 @@ def read_recipe(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
         raise TrainingConfigError(f"{path}: a recipe is a mapping of sections, got {type(values).__name__}")
     values = values or {}
     base = values.pop(BASE_KEY, None)
+    _check_keys(TrainConfig, values, str(path))
     if base is None:
         return values
     if not isinstance(base, str) or not base:
