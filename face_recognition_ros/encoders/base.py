@@ -90,8 +90,9 @@ class FaceEncoder(RunnerHolder, ABC):
     def identity(self) -> str:
         """``name:weights_hash:geometry``: embeddings are comparable only within one identity.
 
-        The last part hashes the alignment template and ``revision``: new weights, a moved
-        template or changed pre-processing each make a gallery (or any embedding cache) stale.
+        The last part hashes the alignment template, ``revision`` and ``test_time_flip``: new
+        weights, a moved template, changed pre-processing or the flip switched on or off each make a
+        gallery (or any embedding cache) stale.
         """
         recipe = f"{self.template.digest()};r{self.revision}" + (";flip" if self.test_time_flip else "")
         geometry = hashlib.sha256(recipe.encode()).hexdigest()[:8]
