@@ -11,7 +11,7 @@ import numpy as np
 
 from ..alignment import align_faces
 from ..data_paths import data_root
-from ..errors import FaceRecognitionError
+from ..errors import FaceRecognitionError, ModelError
 from ..image_files import load_image
 from ..types import Detections
 from ..evaluation.embedding_cache import EmbeddingCache, cached_embedder
@@ -191,10 +191,12 @@ def _print_open_set(figures: dict) -> None:
 def _open_set_floor(pipeline) -> float:
     """The least score the open-set figures accept: the encoder's calibrated 1:1 threshold, or, for an
     encoder not calibrated for the test-time flip, the fixed ``--threshold`` given instead."""
-    encoder = pipeline.encoder
-    if encoder.test_time_flip and encoder.flip_threshold is None and pipeline.matcher.target_far is None:
+    try:
+        return pipeline.encoder.calibrated_threshold
+    except ModelError:
+        if pipeline.matcher.target_far is not None:
+            raise
         return pipeline.matcher.threshold
-    return encoder.calibrated_threshold
 
 
 def identification_settings(pipeline) -> dict:
