@@ -289,11 +289,16 @@ gallery = open_gallery(sys.argv[1])
 rng = np.random.default_rng(int(sys.argv[2]))
 crops = rng.integers(0, 256, (8, *CROP_SHAPE), dtype=np.uint8)  # noise: slow to encode, large to send
 embeddings = rng.standard_normal((8, 16)).astype(np.float32)
+def say(line):
+    # One write per line: with PYTHONUNBUFFERED, print("done", name) is four writes, and a kill
+    # between them leaves "done " without the name for the parent to read.
+    sys.stdout.write(line + "\\n")
+    sys.stdout.flush()
 for index in range(10000):
     name = f"run {sys.argv[2]} person {index}"
-    print("begin", name, flush=True)
+    say(f"begin {name}")
     gallery.enroll(name, embeddings, crops, "enc:0:0")
-    print("done", name, flush=True)
+    say(f"done {name}")
 """
 
 
