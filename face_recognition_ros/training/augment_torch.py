@@ -221,3 +221,27 @@ def augment_batch(crops: torch.Tensor, config: AugmentConfig, generator: torch.G
     if config.erase:
         images = _apply_to(images, _chosen(config.erase, n, generator, device), lambda x: _erase(x, generator))
     return images.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def blend_faces(crops: torch.Tensor, eligible: torch.Tensor, probability: float,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mixup for distillation: each ``eligible`` face of (N, H, W, 3) uint8 ``crops``, with
+    ``probability``, becomes ``w * itself + (1 - w) * another eligible face`` (w uniform in 0..1).
+
+    A blend is nobody's face, so only faces that carry no identity label should be eligible, and
+    only an online teacher (``teacher.OnlineTeacher``), which scores the blend itself, can give its
+    target. Partners are taken from the crops as given, never from an earlier blend.
+    """
+    rows = torch.nonzero(eligible).flatten()
+    count, device = rows.numel(), crops.device
+    if probability <= 0.0 or count < 2:
+        return crops
+    positions = _chosen(probability, count, generator, device)
+    if positions.numel() == 0:
+        return crops
+    offsets = torch.randint(1, count, positions.shape, generator=generator, device=device)
+    faces, partners = rows[positions], rows[(positions + offsets) % count]
+    weight = torch.rand(positions.numel(), generator=generator, device=device).view(-1, 1, 1, 1)
+    blended = crops.clone()
+    blended[faces] = (weight * crops[faces].float() + (1.0 - weight) * crops[partners].float()).round().to(torch.uint8)
+    return blended

@@ -121,6 +121,13 @@ class LossConfig:
     distill_weight: float = 1.0
     supervised: str | None = "triplet"  # extra label loss beside distillation (None: teacher only)
     supervised_weight: float = 1.0
+    # Consistent teaching: every step the teachers embed the very views the student sees (augmented,
+    # perhaps blended) instead of each clean face once; a teacher forward pass per face and step.
+    # See teacher.OnlineTeacher. Needs teacher_similarity: rescaled and the datasets (not a face pack).
+    teacher_online: bool = False
+    # With teacher_online: the probability that a face without identity is replaced by a blend of it
+    # and another such face of the batch (mixup, weight uniform in 0..1); the teachers score the blend.
+    distill_mixup: float = 0.0
 
 
 @dataclass
@@ -239,6 +246,16 @@ def validate(config: TrainConfig) -> TrainConfig:
                                          or sum(loss.teacher_mix) <= 0):
         raise TrainingConfigError(f"loss.teacher_mix needs one non-negative weight per teacher ({len(teachers)}), "
                                   f"got {loss.teacher_mix!r}")
+    if not isinstance(loss.teacher_online, bool):
+        raise TrainingConfigError(f"loss.teacher_online is true or false, got {loss.teacher_online!r}")
+    if loss.teacher_online and (loss.kind != "distill" or loss.teacher_similarity != "rescaled"):
+        raise TrainingConfigError("loss.teacher_online needs loss.kind: distill and loss.teacher_similarity: rescaled "
+                                  "(centred targets depend on the mean over all faces, which one batch cannot give)")
+    if isinstance(loss.distill_mixup, bool) or not isinstance(loss.distill_mixup, (int, float)) or not 0.0 <= loss.distill_mixup <= 1.0:
+        raise TrainingConfigError(f"loss.distill_mixup is a probability in 0..1, got {loss.distill_mixup!r}")
+    if loss.distill_mixup and not loss.teacher_online:
+        raise TrainingConfigError("loss.distill_mixup needs loss.teacher_online: true (targets computed once from the "
+                                  "clean faces cannot describe a blend of two)")
     if config.model.backbone_init not in BACKBONE_INITS:
         raise TrainingConfigError(f"model.backbone_init must be one of {', '.join(BACKBONE_INITS)}, "
                                   f"got {config.model.backbone_init!r}")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from ..alignment import ARCFACE_112
+from ..alignment import ARCFACE_112, AlignmentTemplate
 from ..data_paths import data_root
 from ..encoders.base import l2_normalize
 from .augment import augment_face
@@ -78,6 +78,7 @@ class FaceArrays:
     identities: list[str]  # label -> identity name
     teacher: np.ndarray | None = None  # (N, T) float32: target similarity = dot product - teacher_offset
     teacher_offset: float = 0.0
+    teacher_scales: list[float] | None = None  # per teacher (rescaled targets), for an online teacher
 
     def __len__(self) -> int:
         return int(self.labels.size)
@@ -264,6 +265,11 @@ def select_training_faces(datasets: Sequence[DatasetConfig], caches: Sequence[Fa
     return TrainingSelection(list(datasets), list(caches), train, unlabelled, val, counts)
 
 
+def training_template(input_size: int) -> AlignmentTemplate:
+    """The template the student's crops are aligned to: ARCFACE_112 scaled to ``input_size``."""
+    return ARCFACE_112.scaled(input_size, input_size)
+
+
 def arrays_from(selection: TrainingSelection, labelled: Sequence[SourcedFace], unlabelled: Sequence[SourcedFace] = (),
                 input_size: int = 112, teacher: np.ndarray | None = None, progress: bool = False) -> FaceArrays:
     """Crops at the encoder template (ARCFACE_112 scaled to ``input_size``) of ``labelled`` then
@@ -271,7 +277,7 @@ def arrays_from(selection: TrainingSelection, labelled: Sequence[SourcedFace], u
     unlabelled face's folder names: too few images to learn it from). Crops come from each cache's
     packed array."""
     faces = list(labelled) + list(unlabelled)
-    template = ARCFACE_112.scaled(input_size, input_size)
+    template = training_template(input_size)
     crops = np.empty((len(faces), input_size, input_size, 3), np.uint8)
     by_dataset: dict[int, list[int]] = {}
     for position, face in enumerate(faces):
@@ -397,6 +403,7 @@ class FaceDataModule(L.LightningDataModule):
                                  self.config.input_size, teacher, progress=True)
         if self.teacher is not None:
             self.train.teacher_offset = targets.offset
+            self.train.teacher_scales = targets.scales
 
     def pk_sampler(self) -> PKBatchSampler:
         """The recipe's P x K (+ U unlabelled) batches over the training faces."""

@@ -241,9 +241,11 @@ def packed_crops(cache: FaceCache, faces: Sequence[CachedFace], template: Alignm
     return out
 
 
-def recrop(storage_crops: np.ndarray, template: AlignmentTemplate) -> np.ndarray:
-    """Cut ``template``'s crops out of STORAGE_TEMPLATE crops (a second, cheap similarity warp)."""
-    matrix = estimate_similarity_transforms(STORAGE_TEMPLATE.landmarks, template.landmarks)
+def recrop(storage_crops: np.ndarray, template: AlignmentTemplate,
+           source: AlignmentTemplate = STORAGE_TEMPLATE) -> np.ndarray:
+    """Cut ``template``'s crops out of crops aligned to ``source`` (STORAGE_TEMPLATE unless given):
+    a second, cheap similarity warp. Whatever ``template`` needs beyond ``source``'s edges repeats them."""
+    matrix = estimate_similarity_transforms(source.landmarks, template.landmarks)
     width, height = template.size
     out = np.empty((storage_crops.shape[0], height, width, 3), np.uint8)
     for i, crop in enumerate(storage_crops):

