@@ -2,7 +2,8 @@
 
 The teacher sees each cached face once, un-augmented (its own template cut from the storage crop),
 while the student trains on augmented views of the same face: the augmentations preserve identity,
-so the clean teacher vector is the target every view should match.
+so the clean teacher vector is the target every view should match. With ``loss.teacher_online``
+the teachers embed each augmented view instead, every step (``OnlineTeacher``).
 
 A teacher can be an ensemble (``loss.teacher: [dlib_resnet, mobileface]``): the target similarity
 of two faces is the weighted mean (``loss.teacher_mix``, normalised to sum 1) of the teachers'
