@@ -14,7 +14,8 @@ from face_recognition_ros.alignment import ARCFACE_112, align_faces
 from face_recognition_ros.image_files import load_image
 from face_recognition_ros.training.augment_torch import blend_faces
 from face_recognition_ros.training.config import DatasetConfig, TrainingConfigError, config_from_dict
-from face_recognition_ros.training.data import UNLABELLED, FaceDataModule, training_template
+from face_recognition_ros.encoders.efficientnet import input_template
+from face_recognition_ros.training.data import UNLABELLED, FaceDataModule
 from face_recognition_ros.training.face_cache import recrop
 from face_recognition_ros.training.module import FaceEmbeddingModule
 from face_recognition_ros.training.runner import build_module, online_teacher, train
@@ -105,7 +106,7 @@ def test_online_targets_of_unaugmented_crops_are_the_clean_targets(tmp_path):
     """Stand-in teachers whose template is the student's: the online target of a clean crop is its
     precomputed target, block by block, so target similarities mean the same in both."""
     cache = write_cache(tmp_path / "cache", {"a": 3, "b": 3})
-    template = training_template(32)
+    template = input_template(32)
     crops = recrop(cache.load_storage_crops(), template)
     spec = TeacherSpec(COLOUR_TEACHERS, mix=[1, 3], similarity="rescaled")
     clean = combine_teachers([spec.create(name).embed(crops) for name in spec.names], spec.normalised_mix(), "rescaled")
@@ -120,9 +121,9 @@ def test_online_targets_of_unaugmented_crops_are_the_clean_targets(tmp_path):
 
 def test_an_online_teacher_needs_the_rescaled_scales():
     with pytest.raises(ValueError, match="rescaled"):
-        OnlineTeacher.from_spec(TeacherSpec(COLOUR_TEACHERS, similarity="centred"), None, 0.0, training_template(32))
+        OnlineTeacher.from_spec(TeacherSpec(COLOUR_TEACHERS, similarity="centred"), None, 0.0, input_template(32))
     with pytest.raises(ValueError, match="every teacher"):
-        OnlineTeacher.from_spec(TeacherSpec(COLOUR_TEACHERS), [1.0], 0.0, training_template(32))
+        OnlineTeacher.from_spec(TeacherSpec(COLOUR_TEACHERS), [1.0], 0.0, input_template(32))
 
 
 def test_dlib_teacher_sees_the_same_face_in_the_students_crop(lfw_dir):

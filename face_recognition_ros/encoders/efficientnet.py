@@ -19,6 +19,12 @@ from .efficientnet_checkpoint import DEFAULT_WEIGHTS, load_deploy_checkpoint
 from .efficientnet_network import Preprocessing
 
 
+def input_template(input_size: int) -> AlignmentTemplate:
+    """The alignment of an ``input_size`` network: ARCFACE_112 scaled to it. Training crops its faces
+    with the same template, so a trained checkpoint sees at run time what it learned from."""
+    return ARCFACE_112.scaled(input_size, input_size)
+
+
 @register_encoder("efficientnet_b0")
 class EfficientNetEncoder(FaceEncoder):
     """EfficientNet-B0 trained in this project (``face_recognition_ros.training``), ArcFace alignment."""
@@ -36,7 +42,7 @@ class EfficientNetEncoder(FaceEncoder):
         self.device = torch.device(device)
         self._network, self.config = load_deploy_checkpoint(path, self.device)
         size = int(self.config["input_size"])
-        self._template = ARCFACE_112.scaled(size, size)
+        self._template = input_template(size)
         self._preprocessing = Preprocessing(tuple(self.config["mean"]), tuple(self.config["std"]))
         # The recognizer's default cut is the LFW-calibrated one, as for every encoder; checkpoints
         # not yet evaluated on LFW fall back to the threshold calibrated on their validation pairs.

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from ..alignment import ARCFACE_112, AlignmentTemplate
 from ..data_paths import data_root
 from ..encoders.base import l2_normalize
+from ..encoders.efficientnet import input_template
 from .augment import augment_face
 from .config import AugmentConfig, DataConfig, DatasetConfig, dataset_list
 from .face_cache import CachedFace, DatasetError, FaceCache, build_face_cache, default_cache_dir, packed_crops
@@ -265,11 +265,6 @@ def select_training_faces(datasets: Sequence[DatasetConfig], caches: Sequence[Fa
     return TrainingSelection(list(datasets), list(caches), train, unlabelled, val, counts)
 
 
-def training_template(input_size: int) -> AlignmentTemplate:
-    """The template the student's crops are aligned to: ARCFACE_112 scaled to ``input_size``."""
-    return ARCFACE_112.scaled(input_size, input_size)
-
-
 def arrays_from(selection: TrainingSelection, labelled: Sequence[SourcedFace], unlabelled: Sequence[SourcedFace] = (),
                 input_size: int = 112, teacher: np.ndarray | None = None, progress: bool = False) -> FaceArrays:
     """Crops at the encoder template (ARCFACE_112 scaled to ``input_size``) of ``labelled`` then
@@ -277,7 +272,7 @@ def arrays_from(selection: TrainingSelection, labelled: Sequence[SourcedFace], u
     unlabelled face's folder names: too few images to learn it from). Crops come from each cache's
     packed array."""
     faces = list(labelled) + list(unlabelled)
-    template = training_template(input_size)
+    template = input_template(input_size)
     crops = np.empty((len(faces), input_size, input_size, 3), np.uint8)
     by_dataset: dict[int, list[int]] = {}
     for position, face in enumerate(faces):

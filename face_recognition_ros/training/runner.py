@@ -16,9 +16,10 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
+from ..encoders.efficientnet import input_template
 from ..errors import ModelError
 from .config import TrainConfig, TrainingConfigError
-from .data import FaceDataModule, training_template
+from .data import FaceDataModule
 from .deploy import export_encoder
 from .module import MONITOR, FaceEmbeddingModule, load_network_weights
 from .teacher import OnlineTeacher, TeacherSpec
@@ -130,7 +131,7 @@ def online_teacher(config: TrainConfig, datamodule: FaceDataModule) -> OnlineTea
                                   "when the teachers embed them; training faces from a face pack or from arrays "
                                   "come without it")
     spec = recipe_teacher(config)
-    return OnlineTeacher.from_spec(spec, scales, datamodule.train.teacher_offset, training_template(config.data.input_size))
+    return OnlineTeacher.from_spec(spec, scales, datamodule.train.teacher_offset, input_template(config.data.input_size))
 
 
 def build_module(config: TrainConfig, datamodule: FaceDataModule) -> FaceEmbeddingModule:
