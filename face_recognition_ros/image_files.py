@@ -5,7 +5,10 @@ datasets, the video source): a file is an image when Pillow recognises its conte
 name or extension. The declared size is read from the header before anything is decoded, so a
 small file claiming a huge picture (a decompression bomb) is refused in milliseconds and never
 allocated. Decoding is OpenCV's (fast, and the same code path as camera frames), with Pillow for
-the formats a given OpenCV build cannot decode (GIF before OpenCV 4.12, for instance).
+the formats a given OpenCV build cannot decode (GIF before OpenCV 4.12, for instance). A photo is
+turned upright by its EXIF orientation, as a photo viewer shows it: phones store portraits sideways
+with a tag saying so, and neither decoder applies it when asked for the file's exact pixels
+(OpenCV's IMREAD_UNCHANGED ignores the tag).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from .errors import ImageError
 MIN_IMAGE_SIDE = 16
 #: largest number of pixels accepted; 8000x8000 (64 MP) fits, a decompression bomb does not
 MAX_IMAGE_PIXELS = 100_000_000
+#: the EXIF tag that says how the stored pixels must be turned to stand upright (values 1-8)
+EXIF_ORIENTATION_TAG = 0x0112
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class ImageHeader:
     format: str  # Pillow's name: JPEG, PNG, GIF, BMP, WEBP, TIFF, PPM, ...
     width: int
     height: int
+    orientation: int = 1  # EXIF orientation of the stored pixels; 1 = already upright
 
 
 @dataclass
@@ -57,7 +63,7 @@ def read_header(data: bytes | io.BufferedIOBase, source: str = "image") -> Image
             # Pillow warns past its own limit and raises at twice it; ours is the one that counts.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(stream) as image:
-                header = ImageHeader(str(image.format), int(image.width), int(image.height))
+                header = ImageHeader(str(image.format), int(image.width), int(image.height), _orientation(image))
     except Image.DecompressionBombError:
         raise ImageError(f"{source}: image declares over {MAX_IMAGE_PIXELS} pixels (refused before decoding)") from None
     except UnidentifiedImageError:
@@ -70,6 +76,27 @@ def read_header(data: bytes | io.BufferedIOBase, source: str = "image") -> Image
             "(refused before decoding)"
         )
     return header
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = int(image.getexif().get(EXIF_ORIENTATION_TAG, 1))
+    except Exception:  # noqa: BLE001 - a damaged EXIF block leaves the pixels as stored, it does not refuse them
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def upright(image: np.ndarray, orientation: int) -> np.ndarray:
+    """The stored pixels of an image turned as its EXIF ``orientation`` (1-8) says, as a viewer shows them."""
+    if orientation in (5, 6, 7, 8):
+        image = np.swapaxes(image, 0, 1)  # transposed: 5 as it is, the others one flip away
+    if orientation in (2, 6):
+        image = image[:, ::-1]
+    elif orientation in (4, 8):
+        image = image[::-1]
+    elif orientation in (3, 7):
+        image = image[::-1, ::-1]
+    return image
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -147,11 +174,11 @@ def decode_image(data: bytes, source: str = "image") -> np.ndarray:
     """
     if not data:
         raise ImageError(f"{source}: file is empty")
-    read_header(data, source)
+    header = read_header(data, source)
     decoded = _decode_with_opencv(data, source)
     if decoded is None:
         decoded = _decode_with_pillow(data, source)
-    return to_rgb8(decoded, source)
+    return to_rgb8(upright(decoded, header.orientation), source)
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from face_recognition_ros.errors import ImageError
 from face_recognition_ros.image_files import MAX_IMAGE_PIXELS, find_images, is_image_file, load_image, read_header
@@ -135,3 +135,65 @@ def test_the_jpeg_header_bomb_costs_no_more_than_a_normal_photo(tmp_path, media_
     assert "over" in refused["outcome"]
     assert refused["seconds"] < photo["seconds"] + 1.0
     assert refused["peak_growth_mb"] < photo["peak_growth_mb"] + 100
+
+
+# ---- EXIF orientation ------------------------------------------------------------------------
+
+#: how the stored pixels of each orientation are made: the upright picture turned the other way
+STORED_FOR_ORIENTATION = {
+    1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+    5: lambda a: np.swapaxes(a, 0, 1), 6: lambda a: np.rot90(a, 1), 7: lambda a: np.rot90(a, 2).swapaxes(0, 1),
+    8: lambda a: np.rot90(a, -1),
+}
+
+
+def asymmetric_picture() -> np.ndarray:
+    """Smooth (JPEG keeps it), but no flip or turn of it equals another: a bright corner and two ramps."""
+    rows, cols = np.mgrid[0:48, 0:64]
+    picture = np.dstack([rows * 5, cols * 4, np.full_like(rows, 60)]).astype(np.uint8)
+    picture[:12, :16] = 255
+    return picture
+
+
+def jpeg_with_orientation(stored: np.ndarray, orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(stored)).save(buffer, "JPEG", quality=100, subsampling=0, exif=exif)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_photo_is_turned_upright_by_its_exif_orientation_as_a_viewer_shows_it(tmp_path, orientation):
+    upright_picture = asymmetric_picture()
+    path = tmp_path / "phone.jpg"
+    path.write_bytes(jpeg_with_orientation(STORED_FOR_ORIENTATION[orientation](upright_picture), orientation))
+    assert read_header(path.read_bytes()).orientation == orientation
+    loaded = load_image(path)
+    with Image.open(path) as stored:
+        viewer = np.asarray(ImageOps.exif_transpose(stored).convert("RGB"))  # Pillow's own reading of the tag
+    assert loaded.shape == upright_picture.shape == viewer.shape
+    assert np.abs(loaded.astype(int) - viewer).max() <= 8
+    assert np.abs(loaded.astype(int) - upright_picture).max() <= 8
+
+
+def test_a_damaged_or_out_of_range_orientation_leaves_the_pixels_as_stored(tmp_path):
+    picture = asymmetric_picture()
+    path = tmp_path / "odd.jpg"
+    path.write_bytes(jpeg_with_orientation(picture, 9))
+    assert read_header(path.read_bytes()).orientation == 1
+    assert np.abs(load_image(path).astype(int) - picture).max() <= 8
+
+
+def test_a_sideways_phone_portrait_is_detected_where_the_upright_photo_has_the_face(tmp_path, media_dir):
+    from face_recognition_ros.detection import RetinaFaceDetector
+
+    upright_photo = load_image(media_dir / "obama-480p.jpg")
+    phone = tmp_path / "portrait.jpg"
+    phone.write_bytes(jpeg_with_orientation(np.rot90(upright_photo, 1), 6))  # stored a quarter turn left
+    loaded = load_image(phone)
+    assert loaded.shape == upright_photo.shape
+    detector = RetinaFaceDetector()
+    expected, found = detector.detect(upright_photo), detector.detect(loaded)
+    assert len(expected) == len(found) == 1
+    np.testing.assert_allclose(found.boxes, expected.boxes, atol=4.0)
