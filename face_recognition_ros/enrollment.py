@@ -8,7 +8,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from .types import Detections
+from .types import AMBIGUITY_RATIO, Detections
 
 ACCEPTED = "accepted"
 NO_FACE = "no face"
@@ -56,7 +56,7 @@ class LiveEnrollment:
         min_face_size: float = 60,
         min_sharpness: float = DEFAULT_MIN_SHARPNESS,
         duplicate_similarity: float = 0.97,
-        ambiguity_ratio: float = 0.8,
+        ambiguity_ratio: float = AMBIGUITY_RATIO,
         started_at: float | None = None,
     ) -> None:
         if num_samples < 1 or timeout_s <= 0:
@@ -122,18 +122,16 @@ class LiveEnrollment:
         return now - self.started_at >= self.timeout_s
 
     def _judge(self, batch: FaceBatchLike) -> str:
-        boxes = np.asarray(batch.detections.boxes, np.float64).reshape(-1, 4)
-        if len(boxes) == 0:
+        detections = batch.detections
+        if len(detections) == 0:
             return NO_FACE
         if batch.storage_crops is None:
             raise ValueError("live enrollment needs storage crops: use pipeline.analyze(image, storage_crops=True)")
-        sides = np.clip(boxes[:, 2:] - boxes[:, :2], 0, None)
-        areas = sides[:, 0] * sides[:, 1]
-        order = np.argsort(-areas, kind="stable")
-        largest = int(order[0])
-        if len(order) > 1 and areas[order[1]] >= self.ambiguity_ratio * areas[largest]:
+        largest = detections.dominant_index(self.ambiguity_ratio)
+        if largest is None:
             return AMBIGUOUS
-        if sides[largest].min() < self.min_face_size:
+        sides = np.clip(np.asarray(detections.boxes[largest, 2:], np.float64) - detections.boxes[largest, :2], 0, None)
+        if sides.min() < self.min_face_size:
             return TOO_SMALL
         crop = batch.storage_crops[largest]
         if sharpness(crop) < self.min_sharpness:

@@ -244,22 +244,33 @@ class RecognitionPipeline:
     def enroll_images(self, name: str, images: list[np.ndarray], sources: list[str] | None = None) -> EnrollResult:
         """Enroll the largest face of each image under ``name`` in one atomic gallery write.
 
-        Images without a face are skipped (listed in ``EnrollResult.skipped``); if no image has a
-        face, ``NoFaceError`` is raised and the gallery is untouched.
+        Images without a face, and images where another face is nearly as large as the largest
+        (``Detections.dominant_index``: which one is ``name`` would be a guess), are skipped and
+        listed in ``EnrollResult.skipped``; if no image is left, ``NoFaceError`` is raised and the
+        gallery is untouched.
         """
         name = validate_name(name)
         sources = sources or [f"image {i + 1}" for i in range(len(images))]
         crops, embeddings, skipped = [], [], []
+        ambiguous = 0
         for image, source in zip(images, sources):
             batch = self.analyze(image, storage_crops=True)
             if len(batch) == 0:
                 skipped.append(f"{source}: no face found")
                 continue
-            index = batch.detections.largest_index()
+            index = batch.detections.dominant_index()
+            if index is None:
+                ambiguous += 1
+                # no name in the reason: the node logs failures, and names stay out of its log
+                skipped.append(f"{source}: {len(batch)} faces of about the same size, so which one is the person "
+                               "would be a guess (crop the photo to that person)")
+                continue
             crops.append(batch.storage_crops[index])
             embeddings.append(batch.embeddings[index])
         if not embeddings:
-            raise NoFaceError(f"no face found in {'the image' if len(images) == 1 else f'any of {len(images)} images'}")
+            if not ambiguous:
+                raise NoFaceError(f"no face found in {'the image' if len(images) == 1 else f'any of {len(images)} images'}")
+            raise NoFaceError("no image with one clearly largest face: " + "; ".join(skipped))
         result = self.enroll_batch(name, np.stack(crops), np.stack(embeddings))
         result.skipped = skipped
         return result

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+#: a second face at least this share of the largest one's area makes "whose face is it?" a guess
+AMBIGUITY_RATIO = 0.8
+
 # RetinaFace landmark order, used everywhere in the project: the subject's right eye (left in the
 # image), left eye, nose tip, right mouth corner, left mouth corner.
 LANDMARK_NAMES = ("right_eye", "left_eye", "nose", "mouth_right", "mouth_left")
@@ -39,6 +42,17 @@ class Detections:
     def largest_index(self) -> int:
         """Index of the largest face (the person closest to the camera); needs at least one face."""
         return int(np.argmax(self.areas()))
+
+    def dominant_index(self, ambiguity_ratio: float = AMBIGUITY_RATIO) -> int | None:
+        """Index of the largest face, or None when there is none or another is nearly as large
+        (``ambiguity_ratio`` of its area or more): then which one is the person meant is a guess."""
+        if len(self) == 0:
+            return None
+        areas = np.clip(self.boxes[:, 2] - self.boxes[:, 0], 0, None) * np.clip(self.boxes[:, 3] - self.boxes[:, 1], 0, None)
+        order = np.argsort(-areas, kind="stable")
+        if len(order) > 1 and areas[order[1]] >= ambiguity_ratio * areas[order[0]]:
+            return None
+        return int(order[0])
 
     def select(self, index: np.ndarray) -> "Detections":
         """Subset (boolean mask or integer index), keeping array types."""

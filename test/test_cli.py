@@ -70,6 +70,20 @@ def test_enroll_then_list_reports_the_person_with_samples(capsys, enrolled):
     assert [(p["name"], p["samples"]) for p in people] == [("obama", 2)]
 
 
+def test_enroll_skips_a_group_photo_where_who_is_meant_would_be_a_guess(capsys, enrolled, media_dir):
+    before = digest(enrolled)
+    code, _, err = run(capsys, "enroll", "biden", media_dir / "two_people.jpg", "--gallery", enrolled)
+    assert code == EXIT_ERROR
+    assert "two_people.jpg: 2 faces of about the same size" in err and "nothing was enrolled" in err
+    assert digest(enrolled) == before
+    code, out, _ = run(capsys, "enroll", "biden", media_dir / "two_people.jpg", media_dir / "biden.jpg",
+                       "--gallery", enrolled, "--json")
+    assert code == 0
+    record = json.loads(out)
+    assert record["samples_added"] == 1
+    assert [reason.split(": ", 1)[1].split(",")[0] for reason in record["skipped"]] == ["2 faces of about the same size"]
+
+
 def test_recognize_json_has_the_documented_fields(capsys, enrolled, media_dir):
     code, out, _ = run(capsys, "recognize", media_dir / "knn_examples" / "test" / "obama1.jpg",
                        "--gallery", enrolled, "--json")

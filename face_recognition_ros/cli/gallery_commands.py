@@ -14,7 +14,8 @@ def add_parsers(subparsers) -> None:
     enroll = subparsers.add_parser(
         "enroll",
         help="add a person (or more samples of a person) from images or folders",
-        description="Enroll NAME from the largest face of each image (folders are searched recursively). "
+        description="Enroll NAME from the largest face of each image (folders are searched recursively); "
+        "an image where another face is about as large is skipped, since which one is NAME would be a guess. "
         "All samples are written in one transaction: a failure leaves the gallery unchanged.",
     )
     enroll.add_argument("name", help="the person's name (1-64 characters, no control characters)")
