@@ -92,10 +92,14 @@ class RecognitionPipeline:
     ) -> None:
         self.config = config or PipelineConfig()
         cfg = self.config
+        from .backends.attach import normalise_device
+
+        normalise_device(cfg.device)  # a misspelt device is refused before any model is loaded
+        # Detector and encoder are built on the CPU; attaching the backend moves them to cfg.device
+        # when it can run there, and otherwise falls back along the documented order (logged), so
+        # device=cuda on a machine without CUDA degrades to the CPU instead of failing to start.
         if encoder is None:
-            kwargs = {"device": cfg.device}
-            if cfg.encoder_weights:
-                kwargs["weights"] = cfg.encoder_weights
+            kwargs = {"weights": cfg.encoder_weights} if cfg.encoder_weights else {}
             encoder = create_encoder(cfg.encoder, **kwargs)
         encoder.test_time_flip = cfg.test_time_flip
         self.encoder = encoder
@@ -103,7 +107,6 @@ class RecognitionPipeline:
             from .detection import RetinaFaceDetector
 
             detector = RetinaFaceDetector(
-                device=cfg.device,
                 score_threshold=cfg.detector_score_threshold,
                 nms_threshold=cfg.detector_nms_threshold,
                 min_face_size=cfg.min_face_size,

@@ -14,6 +14,7 @@ import torch
 
 from face_recognition_ros.alignment import align_faces
 from face_recognition_ros.backends import BatchedRunner, Step, attach, attach_backend, fallback_chain, onnx_backend, probes
+from face_recognition_ros.backends.attach import BackendOptionError
 from face_recognition_ros.backends.components import describe
 from face_recognition_ros.backends.fixed_size import FixedSizeAdapter
 from face_recognition_ros.backends.runners import RunnerHolder, TorchRunner
@@ -357,3 +358,28 @@ def test_a_new_backend_is_one_registration_away(detector, monkeypatch):
     assert attach_backend(detector, "torch_eager_copy", strict=True) == "torch_eager_copy"
     assert built == ["retinaface"] and detector.runner.backend == "torch_eager_copy"
     attach_backend(detector, "torch")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback where torch has no CUDA")
+def test_a_pipeline_asked_for_cuda_without_cuda_starts_on_the_cpu_and_says_why(tmp_path, media_dir, caplog):
+    from face_recognition_ros.gallery import Gallery
+    from face_recognition_ros.pipeline import PipelineConfig, RecognitionPipeline
+
+    with caplog.at_level(logging.INFO, logger="face_recognition_ros"):
+        pipeline = RecognitionPipeline(PipelineConfig(device="cuda", backend="torch"),
+                                       gallery=Gallery(tmp_path / "gallery.db"))
+    assert (pipeline.detector_backend, pipeline.encoder_backend) == ("onnxruntime", "onnxruntime")
+    assert "torch unavailable" in caplog.text
+    photo = load_image(media_dir / "obama.jpg")
+    pipeline.enroll_images("obama", [photo])
+    [face] = pipeline.process(photo).faces
+    assert face.match.name == "obama"
+
+
+def test_a_misspelt_device_is_refused_before_any_model_is_loaded(tmp_path, monkeypatch):
+    from face_recognition_ros import pipeline as pipeline_module
+    from face_recognition_ros.pipeline import PipelineConfig, RecognitionPipeline
+
+    monkeypatch.setattr(pipeline_module, "create_encoder", lambda *a, **k: pytest.fail("an encoder was loaded"))
+    with pytest.raises(BackendOptionError, match="unsupported device 'gpu'"):
+        RecognitionPipeline(PipelineConfig(device="gpu"), gallery=None)

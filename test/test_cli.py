@@ -349,6 +349,24 @@ def test_negative_max_faces_is_a_clear_error(capsys, enrolled, media_dir):
     assert code == EXIT_ERROR and err.startswith("error: --max-faces")
 
 
+@pytest.mark.parametrize("option, value, shown", [
+    ("--threshold", "2", "outside [-1, 1]"), ("--threshold", "nan", "outside [-1, 1]"),
+    ("--target-far", "0", "outside (0, 1)"), ("--target-far", "1", "outside (0, 1)"),
+    ("--margin", "-0.1", "outside [0, 2]"), ("--threads", "0", "outside [1, inf]"),
+    ("--threads", "two", "not an integer"), ("--min-face-size", "-1", "outside [0, inf]"),
+    ("--detector-max-size", "-640", "outside [0, inf]"),
+])
+def test_a_model_option_out_of_its_range_is_a_usage_error_not_a_traceback(capsys, enrolled, media_dir, option, value,
+                                                                         shown):
+    before = digest(enrolled)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["recognize", str(media_dir / "obama.jpg"), "--gallery", str(enrolled), option, value])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == EXIT_ERROR
+    assert f"argument {option}: " in err and shown in err and "Traceback" not in err
+    assert digest(enrolled) == before
+
+
 @pytest.mark.parametrize("name, fmt", [("obama.gif", "GIF"), ("obama.pgm", "PPM"), ("obama_photo", "JPEG")])
 def test_images_are_recognised_by_content_not_extension(capsys, enrolled, media_dir, tmp_path, name, fmt):
     from PIL import Image

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+from typing import Callable
 
 from ..errors import FaceRecognitionError, GalleryError
 
@@ -21,26 +23,45 @@ def add_gallery_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def bounded(kind: type, low: float | None = None, high: float | None = None, open_low: bool = False,
+            open_high: bool = False) -> Callable[[str], float]:
+    """An argparse ``type`` that refuses values outside [low, high] (or open ends), and NaN, with a usage error."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a{'n integer' if kind is int else ' number'}: {text!r}") from None
+        too_low = low is not None and (value <= low if open_low else value < low)
+        too_high = high is not None and (value >= high if open_high else value > high)
+        if (kind is float and not math.isfinite(value)) or too_low or too_high:
+            ends = ("(" if open_low else "[") + ("-inf" if low is None else f"{low:g}") + ", " + \
+                ("inf" if high is None else f"{high:g}") + (")" if open_high else "]")
+            raise argparse.ArgumentTypeError(f"{text} is outside {ends}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
 def add_model_options(parser: argparse.ArgumentParser, gallery: bool = True) -> None:
     group = parser.add_argument_group("models")
     group.add_argument("--encoder", default="dlib_resnet", help="face encoder (dlib_resnet, efficientnet_b0)")
     group.add_argument("--encoder-weights", metavar="PATH", help="another checkpoint for the encoder")
     group.add_argument("--backend", default="auto",
                        help="auto | torch | onnxruntime | tensorrt (auto: tensorrt, torch CUDA, onnxruntime, torch CPU)")
-    group.add_argument("--threads", type=int, help="CPU inference threads (default: one per core)")
+    group.add_argument("--threads", type=bounded(int, 1), help="CPU inference threads (default: one per core)")
     group.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     group.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
     group.add_argument("--test-time-flip", action="store_true",
                        help="embed each face and its mirror image: a little more accurate, twice the encoder's time")
-    group.add_argument("--threshold", type=float,
+    group.add_argument("--threshold", type=bounded(float, -1.0, 1.0),
                        help="a fixed match threshold (default: the open-set operating point for --target-far)")
-    group.add_argument("--target-far", type=float, metavar="RATE",
+    group.add_argument("--target-far", type=bounded(float, 0.0, 1.0, open_low=True, open_high=True), metavar="RATE",
                        help="share of strangers that may be given a name, per face; the threshold is calibrated "
                        "for it on the gallery (default 0.01; ignored with --threshold)")
-    group.add_argument("--margin", type=float,
+    group.add_argument("--margin", type=bounded(float, 0.0, 2.0),
                        help="required lead over the second-best person (default: the encoder's calibrated one)")
-    group.add_argument("--min-face-size", type=int, default=20, help="smallest face side in pixels")
-    group.add_argument("--detector-max-size", type=int, default=640,
+    group.add_argument("--min-face-size", type=bounded(int, 0), default=20, help="smallest face side in pixels")
+    group.add_argument("--detector-max-size", type=bounded(int, 0), default=640,
                        help="frames with a longer side are downscaled to this for detection (0: never)")
     group.add_argument("--max-faces", type=int, default=10,
                        help="most faces recognised per frame, the largest ones (0: no limit; default 10)")
