@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,9 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     folder entry are fsynced before the block returns.
     """
     target = Path(target)
+    for folder in (target.parent, *target.parent.parents):
+        if folder.exists() and not folder.is_dir():  # mkdir would say "File exists", which misleads
+            raise NotADirectoryError(errno.ENOTDIR, "a file is where a folder should be", str(folder))
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     try:

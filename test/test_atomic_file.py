@@ -39,3 +39,13 @@ def test_the_new_file_and_its_folder_entry_are_synced_before_the_block_returns(t
     with atomic_path(target) as partial:
         partial.write_bytes(b"new")
     assert events == [("fsync", str(partial)), ("replace", str(target)), ("fsync", str(tmp_path))]
+
+
+def test_a_file_where_a_folder_should_be_is_named_and_left_alone(tmp_path):
+    blocker = tmp_path / "models"
+    blocker.write_bytes(b"keep me")
+    with pytest.raises(NotADirectoryError, match="a file is where a folder should be") as raised:
+        with atomic_path(blocker / "deeper" / "model.bin"):
+            pytest.fail("the block must not run")
+    assert raised.value.filename == str(blocker)
+    assert blocker.read_bytes() == b"keep me"

@@ -367,6 +367,22 @@ def test_a_model_option_out_of_its_range_is_a_usage_error_not_a_traceback(capsys
     assert digest(enrolled) == before
 
 
+def test_annotating_to_a_name_no_image_format_has_is_refused_before_any_work(capsys, enrolled, media_dir, tmp_path):
+    code, out, err = run(capsys, "recognize", media_dir / "obama.jpg", "--gallery", enrolled,
+                         "--annotate", tmp_path / "faces.txt")
+    assert code == EXIT_ERROR and out == ""
+    assert "faces.txt: no image format this software writes has that extension" in err
+    assert not (tmp_path / "faces.txt").exists()
+
+
+def test_an_output_file_that_cannot_be_written_is_a_one_line_error(capsys, tmp_path):
+    blocker = write_bytes(tmp_path / "models", b"a file, not a folder")
+    code, _, err = run(capsys, "export", "--detector", "--format", "onnx", "--out", blocker / "detector.onnx")
+    assert code == EXIT_ERROR
+    assert err.strip() == f"error: {blocker}: a file is where a folder should be"
+    assert blocker.read_bytes() == b"a file, not a folder"
+
+
 @pytest.mark.parametrize("name, fmt", [("obama.gif", "GIF"), ("obama.pgm", "PPM"), ("obama_photo", "JPEG")])
 def test_images_are_recognised_by_content_not_extension(capsys, enrolled, media_dir, tmp_path, name, fmt):
     from PIL import Image

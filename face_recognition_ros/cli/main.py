@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
+    except OSError as error:  # a file that cannot be written or read: a full disk, a read-only or missing place
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {where}{error.strerror or error}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

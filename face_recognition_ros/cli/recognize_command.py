@@ -87,8 +87,10 @@ def _run_images(args: argparse.Namespace, path: Path) -> int:
         raise ImageError(f"{path}: folder holds no images")
     for skipped, reason in listing.skipped:
         print(f"skipping {skipped}: {reason}", file=sys.stderr)
-    pipeline = pipeline_from_args(args)
     out = Path(args.annotate) if args.annotate else None
+    if out and not path.is_dir() and not cv2.haveImageWriter(str(out)):
+        raise ImageError(f"{out}: no image format this software writes has that extension (use .png or .jpg)")
+    pipeline = pipeline_from_args(args)
     if out and path.is_dir():
         out.mkdir(parents=True, exist_ok=True)
     files = listing.images
@@ -110,7 +112,11 @@ def _run_images(args: argparse.Namespace, path: Path) -> int:
         if out:
             target = out / file.relative_to(path).with_suffix(".png") if path.is_dir() else out
             target.parent.mkdir(parents=True, exist_ok=True)
-            if not cv2.imwrite(str(target), cv2.cvtColor(annotate(image, result.faces), cv2.COLOR_RGB2BGR)):
+            try:
+                written = cv2.imwrite(str(target), cv2.cvtColor(annotate(image, result.faces), cv2.COLOR_RGB2BGR))
+            except cv2.error:
+                written = False
+            if not written:
                 raise ImageError(f"{target}: cannot write the annotated image (unknown extension or unwritable)")
     return 1 if failures else 0
 
