@@ -7,6 +7,7 @@ the same timestamps, in each of them.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ class VideoFrames:
         self.name = f"camera {video}" if self.is_camera else str(video)
         if not self.is_camera and not Path(video).is_file():
             raise ImageError(f"{video}: no such video file")
+        if self.is_camera and video < 0:  # OpenCV's "any camera" index; it crashed the process here
+            raise ImageError(f"camera {video}: a camera index is 0 or more")
         self._target = video if self.is_camera else str(video)
         capture = self._open()
         try:
@@ -52,8 +55,8 @@ class VideoFrames:
         finally:
             capture.release()
         self._own_times = rate_hz is None
-        if rate_hz is not None and rate_hz <= 0:
-            raise ImageError(f"a frame rate must be positive, got {rate_hz}")
+        if rate_hz is not None and not 0 < rate_hz < math.inf:  # NaN too
+            raise ImageError(f"a frame rate must be positive and finite, got {rate_hz}")
         self.rate_hz = float(rate_hz or (container_rate if 0.0 < container_rate < 1000.0 else FALLBACK_RATE_HZ))
 
     def _open(self) -> cv2.VideoCapture:
@@ -99,8 +102,8 @@ class FolderFrames:
         self.skipped = listing.skipped
         if not self.files:
             raise ImageError(f"{folder}: the folder holds no images")
-        if rate_hz is not None and rate_hz <= 0:
-            raise ImageError(f"a frame rate must be positive, got {rate_hz}")
+        if rate_hz is not None and not 0 < rate_hz < math.inf:  # NaN too
+            raise ImageError(f"a frame rate must be positive and finite, got {rate_hz}")
         self.rate_hz = float(rate_hz or FOLDER_RATE_HZ)
         self.frame_count = len(self.files)
 

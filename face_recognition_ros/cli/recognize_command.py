@@ -12,7 +12,7 @@ import cv2
 from ..errors import FaceRecognitionError, ImageError
 from ..frame_sources import VideoFrames
 from ..image_files import find_images, is_image_file, load_image
-from .common import add_model_options, emit_json, pipeline_from_args
+from .common import add_model_options, bounded, emit_json, pipeline_from_args
 
 
 def add_parser(subparsers) -> None:
@@ -25,7 +25,7 @@ def add_parser(subparsers) -> None:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("path", nargs="?", help="image file, folder of images, or video file")
-    source.add_argument("--camera", type=int, metavar="N", help="camera device index (OpenCV)")
+    source.add_argument("--camera", type=bounded(int, 0), metavar="N", help="camera device index (OpenCV)")
     parser.add_argument("--annotate", metavar="OUT",
                         help="write annotated output: an image file, a folder (for folder input) or a video file")
     parser.add_argument("--max-frames", type=int, help="stop after this many video/camera frames")
