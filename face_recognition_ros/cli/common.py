@@ -7,7 +7,7 @@ import json
 import math
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import FaceRecognitionError, GalleryError
 
