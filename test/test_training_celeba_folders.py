@@ -51,6 +51,16 @@ def test_photos_of_a_skipped_dataset_and_photos_without_identity_are_left_out(fl
     assert written == names[2:] and not any(p.is_symlink() for p in (tmp_path / "out").rglob("*.jpg"))
 
 
+def test_a_column_header_on_the_first_line_is_passed_over_but_not_elsewhere(tmp_path):
+    # The copy of identity_CelebA.txt in matush97/faceRecognition starts with "image identity".
+    path = tmp_path / "identity.txt"
+    path.write_text("image identity\n000001.jpg 2880\n000002.jpg 2937\n")
+    assert read_identity_file(path) == {"000001.jpg": "2880", "000002.jpg": "2937"}
+    path.write_text("000001.jpg 2880\nimage identity\n")
+    with pytest.raises(DatasetError, match="line 2: expected"):
+        read_identity_file(path)
+
+
 @pytest.mark.parametrize("line, message", [
     ("000001.jpg", "line 2: expected '<image file> <identity number>'"),
     ("000001.jpg abc", "line 2: expected"),

@@ -45,7 +45,10 @@ class LayoutReport:
 
 
 def read_identity_file(path: Path) -> dict[str, str]:
-    """``image name -> identity`` from an ``identity_CelebA.txt``-style file; a malformed line is an error."""
+    """``image name -> identity`` from an ``identity_CelebA.txt``-style file; a malformed line is an error.
+
+    A first line of two words that is no entry (``image identity``) is taken as a column header.
+    """
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
@@ -55,6 +58,8 @@ def read_identity_file(path: Path) -> dict[str, str]:
         if not line.strip():
             continue
         fields = line.split()
+        if not identities and number == 1 and len(fields) == 2 and not fields[1].isdigit():
+            continue  # a column header ("image identity"), as some copies of the file have
         if len(fields) != 2 or not fields[1].isdigit() or "/" in fields[0] or fields[0] in (".", ".."):
             raise DatasetError(f"{path}, line {number}: expected '<image file> <identity number>', got {line.strip()!r}")
         image, identity = fields
