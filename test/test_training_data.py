@@ -376,6 +376,29 @@ def test_data_module_of_two_labelled_and_one_unlabelled_dataset(tmp_path, monkey
     np.testing.assert_array_equal(light.val.crops, module.val.crops)
 
 
+def test_no_progress_silences_caching_teacher_and_packing_bars(tmp_path, monkeypatch, capfd):
+    """``train --no-progress`` in a log file: no carriage-return bars from the data set-up either."""
+    import face_recognition_ros.training.data as data_module
+
+    asked = []
+
+    def fake_build(root, cache_dir=None, **kwargs):
+        asked.append(kwargs.get("progress", True))
+        return write_cache(Path(cache_dir), {f"p{i}": 3 for i in range(6)}, seed=0)
+
+    (tmp_path / "subset").mkdir()
+    monkeypatch.setattr(data_module, "build_face_cache", fake_build)
+    config = DataConfig(input_size=32, val_fraction=0.34, val_pairs=10, identities_per_batch=2, images_per_identity=2,
+                        cache_dir=str(tmp_path / "caches"),
+                        datasets=[DatasetConfig(root=str(tmp_path / "subset"), validation=True)])
+    capfd.readouterr()
+    FaceDataModule(config, seed=0, teacher=TeacherSpec(["test_colour_teacher"]), progress=False).setup()
+    assert asked == [False]
+    assert capfd.readouterr().err == ""
+    FaceDataModule(config, seed=0, teacher=TeacherSpec(["test_colour_teacher"])).setup()
+    assert asked == [False, True]
+
+
 # ---- strong augmentation ------------------------------------------------------------------------
 
 

@@ -312,13 +312,16 @@ def resolve_repo_path(path: str | Path) -> Path:
 class FaceDataModule(L.LightningDataModule):
     """Cache -> identity-disjoint split -> augmented PK (or random) training batches + validation pairs."""
 
-    def __init__(self, config: DataConfig, seed: int = 0, teacher=None, cache: FaceCache | None = None) -> None:
-        """``teacher``: a ``teacher.TeacherSpec`` when distilling, else None."""
+    def __init__(self, config: DataConfig, seed: int = 0, teacher=None, cache: FaceCache | None = None,
+                 progress: bool = True) -> None:
+        """``teacher``: a ``teacher.TeacherSpec`` when distilling, else None. ``progress``: bars while
+        caching faces, embedding them with the teachers and packing crops (``train --no-progress`` turns them off)."""
         super().__init__()
         self.config = config
         self.seed = seed
         self.teacher = teacher
         self.cache = cache
+        self.progress = progress
         self.selection: TrainingSelection | None = None
         self.train: FaceArrays | None = None
         self.val: FaceArrays | None = None
@@ -370,7 +373,7 @@ class FaceDataModule(L.LightningDataModule):
             if root is None:
                 cache = self.cache
             else:
-                cache = build_face_cache(root, dataset_cache_dir(config, self.config, root))
+                cache = build_face_cache(root, dataset_cache_dir(config, self.config, root), progress=self.progress)
             log.info("face cache %s: %s", cache.root, cache.summary())
             caches.append(cache)
         self.cache = caches[0]
@@ -391,11 +394,11 @@ class FaceDataModule(L.LightningDataModule):
                 groups.setdefault(face.dataset, []).append(face.face)
             # ensemble_targets keeps the order of the (cache, faces) groups: put rows back in face order
             order = [i for dataset in groups for i, f in enumerate(faces) if f.dataset == dataset]
-            targets = ensemble_targets(self.teacher, [(caches[d], fs) for d, fs in groups.items()])
+            targets = ensemble_targets(self.teacher, [(caches[d], fs) for d, fs in groups.items()], progress=self.progress)
             teacher = np.empty_like(targets.vectors)
             teacher[np.array(order, np.int64)] = targets.vectors
         self.train = arrays_from(self.selection, self.selection.train, self.selection.unlabelled,
-                                 self.config.input_size, teacher, progress=True)
+                                 self.config.input_size, teacher, progress=self.progress)
         if self.teacher is not None:
             self.train.teacher_offset = targets.offset
             self.train.teacher_scales = targets.scales

@@ -282,7 +282,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, datamodule: Fac
     if resume and minutes is not None:
         raise TrainingConfigError("--minutes sizes a new run; a resumed run keeps the length and schedule it started with")
     teacher = recipe_teacher(config)
-    datamodule = datamodule or FaceDataModule(config.data, config.seed, teacher=teacher)
+    datamodule = datamodule or FaceDataModule(config.data, config.seed, teacher=teacher, progress=progress)
     if datamodule.train is None:  # not built from arrays or a pack: datasets and teachers are read from disk
         check_data_sources(datamodule, teacher)
     elif teacher is not None and datamodule.train.teacher is None:
