@@ -7,6 +7,7 @@ recipes hold a few keys over b0_ensemble_112), so the datasets and losses they s
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,12 @@ class LossConfig:
     distill_method: str = "relational"  # relational (similarity matrices), projection (cosine to teacher) or both
     projection_weight: float = 1.0  # relational+projection: weight of the projection term against the relational one
     distill_weight: float = 1.0
+    # Neighbour distillation beside the distill_method (losses.NeighbourDistillation): each face's
+    # softmax over its similarities to the batch and to the last neighbour_memory faces follows the
+    # teacher's, at neighbour_temperature. 0 = off.
+    neighbour_weight: float = 0.0
+    neighbour_temperature: float = 0.05
+    neighbour_memory: int = 4096
     supervised: str | None = "triplet"  # extra label loss beside distillation (None: teacher only)
     supervised_weight: float = 1.0
     # Consistent teaching: every step the teachers embed the very views the student sees (augmented,
@@ -224,6 +231,10 @@ def _build(cls: type, values: dict, where: str):
     return cls(**kwargs)
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def validate(config: TrainConfig) -> TrainConfig:
     loss, data = config.loss, config.data
     if loss.kind not in LOSS_KINDS:
@@ -256,6 +267,15 @@ def validate(config: TrainConfig) -> TrainConfig:
     if loss.distill_mixup and not loss.teacher_online:
         raise TrainingConfigError("loss.distill_mixup needs loss.teacher_online: true (targets computed once from the "
                                   "clean faces cannot describe a blend of two)")
+    if not (_number(loss.neighbour_weight) and loss.neighbour_weight >= 0
+            and _number(loss.neighbour_temperature) and loss.neighbour_temperature > 0
+            and isinstance(loss.neighbour_memory, int) and not isinstance(loss.neighbour_memory, bool)
+            and loss.neighbour_memory >= 0):
+        raise TrainingConfigError("loss.neighbour_weight must be >= 0, loss.neighbour_temperature > 0 and "
+                                  f"loss.neighbour_memory a whole number >= 0, got {loss.neighbour_weight!r}, "
+                                  f"{loss.neighbour_temperature!r}, {loss.neighbour_memory!r}")
+    if loss.neighbour_weight and loss.kind != "distill":
+        raise TrainingConfigError("loss.neighbour_weight needs loss.kind: distill (it follows the teacher's similarities)")
     if config.model.backbone_init not in BACKBONE_INITS:
         raise TrainingConfigError(f"model.backbone_init must be one of {', '.join(BACKBONE_INITS)}, "
                                   f"got {config.model.backbone_init!r}")

@@ -109,6 +109,63 @@ class DistillationLoss(nn.Module):
         return loss
 
 
+class NeighbourDistillation(nn.Module):
+    """Each face's ranking of the others follows the teacher's, most of all among its nearest.
+
+    For every face of the batch, the teacher's target similarities to the other faces of the batch
+    and to the ``memory`` faces of recent batches, divided by ``temperature``, give a softmax
+    distribution over them; the student's cosines give another; the loss is their KL divergence,
+    teacher to student (the relational-similarity losses of CompRess, Abbasi Koohpayegani et al.
+    2020, and SEED, Fang et al. 2021). Unlike the relational MSE, whose pairs of strangers near 0
+    dominate a batch, the softmax weighs the look-alikes and the same person most, which is where
+    verification is decided. The memory holds the teacher vectors and the (detached, so slightly
+    stale) student embeddings of the last ``memory`` faces; it is not saved with checkpoints.
+    """
+
+    def __init__(self, embedding_dim: int, teacher_dim: int, offset: float = 0.0, temperature: float = 0.05,
+                 memory: int = 4096) -> None:
+        super().__init__()
+        if temperature <= 0 or memory < 0:
+            raise ValueError(f"temperature must be positive and memory >= 0, got {temperature}, {memory}")
+        self.offset = float(offset)
+        self.temperature = float(temperature)
+        self.memory = int(memory)
+        self.register_buffer("memory_student", torch.zeros(self.memory, embedding_dim), persistent=False)
+        self.register_buffer("memory_teacher", torch.zeros(self.memory, teacher_dim), persistent=False)
+        self.filled = 0
+        self.position = 0
+
+    def forward(self, embeddings: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        student = F.normalize(embeddings.float(), dim=1)
+        teacher = teacher.float()
+        others_student = torch.cat([student, self.memory_student[:self.filled]])
+        others_teacher = torch.cat([teacher, self.memory_teacher[:self.filled]])
+        if others_student.shape[0] < 2:  # one face and no memory: nobody to rank (and no NaN)
+            self._remember(student.detach(), teacher.detach())
+            return embeddings.sum() * 0.0
+        itself = torch.zeros(student.shape[0], others_student.shape[0], dtype=torch.bool, device=student.device)
+        itself[:, :student.shape[0]] = torch.eye(student.shape[0], dtype=torch.bool, device=student.device)
+        student_logits = (student @ others_student.T / self.temperature).masked_fill(itself, float("-inf"))
+        teacher_logits = ((teacher @ others_teacher.T - self.offset) / self.temperature).masked_fill(itself, float("-inf"))
+        target = F.softmax(teacher_logits, dim=1)
+        log_student = F.log_softmax(student_logits, dim=1).masked_fill(itself, 0.0)
+        log_target = F.log_softmax(teacher_logits, dim=1).masked_fill(itself, 0.0)
+        loss = (target * (log_target - log_student)).sum(dim=1).mean()
+        self._remember(student.detach(), teacher.detach())
+        return loss
+
+    @torch.no_grad()
+    def _remember(self, student: torch.Tensor, teacher: torch.Tensor) -> None:
+        if not self.training or self.memory == 0:
+            return
+        count = min(student.shape[0], self.memory)
+        rows = (self.position + torch.arange(count, device=student.device)) % self.memory
+        self.memory_student[rows] = student[-count:]
+        self.memory_teacher[rows] = teacher[-count:]
+        self.position = int((self.position + count) % self.memory)
+        self.filled = min(self.memory, self.filled + count)
+
+
 def build_label_loss(kind: str, config: LossConfig, embedding_dim: int, num_classes: int) -> nn.Module:
     if kind == "classification":
         return ClassificationLoss(config, embedding_dim, num_classes)

@@ -16,7 +16,7 @@ from ..errors import ModelError
 from ..evaluation.metrics import accuracy, best_threshold, roc_auc, tar_at_far
 from .augment_torch import blend_faces
 from .config import TrainConfig, config_from_dict
-from .losses import DistillationLoss, build_label_loss
+from .losses import DistillationLoss, NeighbourDistillation, build_label_loss
 
 #: the metric ModelCheckpoint keeps the best of
 MONITOR = "val_acc"
@@ -52,6 +52,10 @@ class FaceEmbeddingModule(L.LightningModule):
                 raise ValueError("distillation needs teacher embeddings (teacher_dim)")
             self.distill = DistillationLoss(loss.distill_method, model.embedding_dim, teacher_dim, teacher_offset,
                                             loss.projection_weight)
+        self.neighbours = None
+        if self.distill is not None and loss.neighbour_weight:
+            self.neighbours = NeighbourDistillation(model.embedding_dim, teacher_dim, teacher_offset,
+                                                    loss.neighbour_temperature, loss.neighbour_memory)
         self._val_embeddings: list[torch.Tensor] = []
         self.channels_last = False  # set_channels_last (the runner, from trainer.channels_last)
         # teacher.OnlineTeacher when loss.teacher_online (set by the runner): not a submodule, so
@@ -93,6 +97,8 @@ class FaceEmbeddingModule(L.LightningModule):
                 terms["label"] = weight * self.label_loss(raw[labelled], batch["label"][labelled])
         if self.distill is not None:
             terms["distill"] = loss.distill_weight * self.distill(raw, targets)
+        if self.neighbours is not None:
+            terms["neighbours"] = loss.neighbour_weight * self.neighbours(raw, targets)
         terms["loss"] = sum(terms.values())
         return terms
 
