@@ -59,7 +59,7 @@ def test_demo_on_the_example_media_names_the_people_of_the_clip(capsys, media_di
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 275
 
 
-def test_demo_on_a_users_folder_with_a_people_folder(capsys, media_dir, tmp_path):
+def test_demo_on_a_users_folder_with_a_people_folder_and_a_named_photo(capsys, media_dir, tmp_path):
     folder = tmp_path / "mine"
     shutil.copytree(media_dir / "knn_examples" / "train" / "obama", folder / "people" / "Barack")
     frame = cv2.imread(str(media_dir / "knn_examples" / "test" / "obama1.jpg"))
@@ -68,8 +68,9 @@ def test_demo_on_a_users_folder_with_a_people_folder(capsys, media_dir, tmp_path
     for _ in range(10):
         writer.write(frame)
     writer.release()
+    shutil.copy(media_dir / "biden.jpg", folder / "joe-biden.jpg")  # beside people/: named after its file
     report = run_demo(capsys, folder, "--out", tmp_path / "out")
-    assert report["enrolled"] == {"Barack": 2}
+    assert report["enrolled"] == {"Barack": 2, "Joe Biden": 1}
     (video,) = report["videos"]
     # 10 frames at 10 Hz; the first one primes the track (named once two frames agree)
     assert [round(s["end_s"] - s["start_s"], 1) for s in video["seen"]["Barack"]] == [0.8]

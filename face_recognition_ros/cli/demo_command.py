@@ -49,7 +49,8 @@ def person_name(path: Path) -> str:
 
 
 def people_photos(folder: Path) -> tuple[dict[str, list[Path]], list[str]]:
-    """Name -> photos, and the files passed over with the reason."""
+    """Name -> photos, and the files passed over with the reason: the photos in ``people/<name>/``
+    and the images directly in ``folder``, each named after its file (both, merged by name)."""
     people: dict[str, list[Path]] = {}
     skipped: list[str] = []
     listing_root = folder / "people"
@@ -59,9 +60,7 @@ def people_photos(folder: Path) -> tuple[dict[str, list[Path]], list[str]]:
             if listing.images:
                 people[person.name] = listing.images
             skipped += [f"{path}: {reason}" for path, reason in listing.skipped]
-        return people, skipped
-    listing = find_images([folder], recursive=False)
-    for photo in listing.images:
+    for photo in find_images([folder], recursive=False).images:
         people.setdefault(person_name(photo), []).append(photo)
     return people, skipped
 
