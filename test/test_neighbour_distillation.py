@@ -86,3 +86,19 @@ def test_a_training_step_logs_the_neighbour_term_and_its_gradient_reaches_the_ne
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.network.parameters())
     assert module.neighbours.filled == len(faces.labels)
     assert not any("memory" in key for key in module.state_dict())  # the memory stays out of checkpoints
+
+
+def test_the_neighbour_recipe_is_the_consistent_control_plus_the_neighbour_term():
+    from pathlib import Path
+
+    from face_recognition_ros.training.config import load_config
+
+    recipes = Path(__file__).resolve().parents[1] / "config" / "train"
+    config = load_config(recipes / "b0_ensemble_112_neighbours.yaml")
+    control = load_config(recipes / "b0_ensemble_112_consistent.yaml",
+                          overrides=["loss.teacher_online=false", "loss.distill_mixup=0"])
+    assert config.loss.neighbour_weight > 0 and not config.loss.teacher_online
+    assert config.data == control.data and config.optim == control.optim and config.trainer == control.trainer
+    assert config.model == control.model
+    control.loss.neighbour_weight = config.loss.neighbour_weight
+    assert config.loss == control.loss  # nothing else differs
