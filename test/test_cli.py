@@ -429,6 +429,21 @@ def test_eval_identify_reports_a_non_image_as_such_not_as_a_missed_face(capsys, 
     assert "broken.jpg" in err
 
 
+@pytest.mark.parametrize("plot, extra, message", [
+    ("missing/det.png", [], "no folder"),
+    ("det.txt", [], "name it .png, .svg or .pdf"),
+    ("det.png", ["--threshold", "0.9"], "leave out --threshold"),
+])
+def test_eval_identify_refuses_a_plot_it_could_not_draw_before_evaluating(capsys, media_dir, tmp_path, monkeypatch,
+                                                                          plot, extra, message):
+    import face_recognition_ros.evaluation.identify as identify
+
+    monkeypatch.setattr(identify, "evaluate_identification", lambda *a, **k: pytest.fail("evaluated first"))
+    code, _, err = run(capsys, "eval", "identify", "--data", media_dir / "knn_examples" / "train",
+                       "--plot", tmp_path / plot, *extra)
+    assert code == EXIT_ERROR and message in err, err
+
+
 def test_recognize_json_reports_the_threshold_in_force_for_the_frame_and_each_face(capsys, enrolled, media_dir):
     code, out, err = run(capsys, "recognize", media_dir / "knn_examples" / "test" / "obama1.jpg", "--gallery", enrolled,
                          "--json")

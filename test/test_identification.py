@@ -147,3 +147,22 @@ def test_impossible_settings_raise_clear_errors(people_dir: Path, arguments: dic
 def test_missing_data_folder_is_a_clear_error(tmp_path: Path):
     with pytest.raises(EvaluationError, match="data folder not found"):
         evaluate_identification(separable_embedding, tmp_path / "absent", progress=False)
+
+
+def test_the_open_set_plot_is_a_png_of_both_curves_and_refuses_what_it_cannot_write(tmp_path):
+    import pytest
+
+    from face_recognition_ros.errors import EvaluationError
+    from face_recognition_ros.evaluation.plots import check_plot_target, plot_open_set
+    from face_recognition_ros.image_files import load_image
+
+    curve = {"false_accept_rate": [0.0, 0.001, 0.01, 0.1], "identification_rate": [0.2, 0.5, 0.7, 0.9]}
+    figures = {"curves": {"raw": curve, "normalised": curve},
+               "operating_point": {"false_accept_rate": 0.012, "identification_rate": 0.69,
+                                   "target_false_accept_rate": 0.01}}
+    written = plot_open_set(figures, tmp_path / "det.png", "test")
+    assert load_image(written).shape == (576, 768, 3)
+    with pytest.raises(EvaluationError, match="no folder"):
+        check_plot_target(tmp_path / "missing" / "det.png")
+    with pytest.raises(EvaluationError, match="cannot write the plot"):
+        plot_open_set(figures, tmp_path / "det.unknownformat", "test")

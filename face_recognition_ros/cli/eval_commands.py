@@ -138,6 +138,12 @@ def run_identify(args: argparse.Namespace) -> int:
         raise FaceRecognitionError("--enroll-per-identity must be at least 1")
     if not 0.0 <= args.unknown_fraction < 1.0:
         raise FaceRecognitionError("--unknown-fraction must be in [0, 1)")
+    if args.plot:
+        if args.threshold is not None:
+            raise FaceRecognitionError("--plot draws the open-set trade-off: leave out --threshold")
+        from ..evaluation.plots import check_plot_target
+
+        check_plot_target(args.plot)
     pipeline = scratch_pipeline(args)
 
     def embed_image(path: Path) -> np.ndarray | None:

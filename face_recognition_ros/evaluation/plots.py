@@ -7,6 +7,23 @@ from pathlib import Path
 from ..errors import EvaluationError
 
 
+def check_plot_target(path: str | Path) -> Path:
+    """Refuse, before any evaluation runs, a plot file that could not be written: a missing folder,
+    or an extension matplotlib has no format for."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise EvaluationError(f"{path}: cannot write the plot (no folder {path.parent})")
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        raise EvaluationError("--plot needs matplotlib: pip install matplotlib") from None
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix.lower().lstrip(".") not in formats:
+        raise EvaluationError(f"{path}: cannot write the plot (name it .png, .svg or .pdf; matplotlib writes "
+                              f"{', '.join(sorted(formats))})")
+    return path
+
+
 def plot_open_set(figures: dict, path: str | Path, title: str) -> Path:
     """A DET-style curve of ``evaluation.identify.open_set_figures``: known people missed (1 - DIR)
     against strangers given a name (FAR, log scale), per score, with the operating point marked."""
@@ -39,8 +56,8 @@ def plot_open_set(figures: dict, path: str | Path, title: str) -> Path:
     path = Path(path)
     try:
         figure.savefig(path)
-    except OSError as error:
-        raise EvaluationError(f"{path}: cannot write the plot ({error.strerror})") from None
+    except (OSError, ValueError) as error:
+        raise EvaluationError(f"{path}: cannot write the plot ({getattr(error, 'strerror', None) or error})") from None
     finally:
         plt.close(figure)
     return path
