@@ -14,6 +14,7 @@ from pathlib import Path
 from .backends import attach, onnx_backend, probes, tensorrt_backend
 from .backends.components import describe
 from .backends.attach import BackendOptionError
+from .cli.common import bounded
 from .errors import BackendUnavailableError
 
 FORMATS = ("onnx", "tensorrt")
@@ -89,8 +90,8 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--fp16", action="store_true", help="fp16 TensorRT engine")
     parser.add_argument("--out", metavar="PATH", help="output file (default: the engine cache)")
     parser.add_argument("--encoder-weights", metavar="PATH", help="another checkpoint for the encoder")
-    parser.add_argument("--max-batch", type=int, default=16, help="largest batch a TensorRT encoder engine takes")
-    parser.add_argument("--max-size", type=int, default=640, help="detector engine input side (TensorRT)")
+    parser.add_argument("--max-batch", type=bounded(int, 1), default=16, help="largest batch a TensorRT encoder engine takes")
+    parser.add_argument("--max-size", type=bounded(int, 16), default=640, help="detector engine input side (TensorRT)")
     parser.add_argument("--cache-dir", metavar="DIR", help="engine cache directory")
     parser.add_argument("--device", default="cuda", help="CUDA device a TensorRT engine is built on")
     parser.set_defaults(func=run_export)

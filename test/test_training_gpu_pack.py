@@ -303,9 +303,11 @@ def test_minutes_cannot_resize_a_resumed_run(tmp_path):
 
 def test_minutes_of_zero_is_refused_not_ignored(tiny_pack, tmp_path, capsys):
     pack, tiny = tiny_pack
-    code = main(["train", "--config", GPU_RECIPE, "--pack", str(pack), "--minutes", "0", "--out",
-                 str(tmp_path / "runs"), "--no-progress", *tiny])
-    assert code == 2 and "--minutes must be positive" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # a usage error, before any data is read
+        main(["train", "--config", GPU_RECIPE, "--pack", str(pack), "--minutes", "0", "--out",
+              str(tmp_path / "runs"), "--no-progress", *tiny])
+    assert exit_info.value.code == 2 and "argument --minutes: 0 is outside (0, inf]" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_the_gpu_script_refuses_missing_arguments_and_a_folder_that_is_no_pack(tmp_path):

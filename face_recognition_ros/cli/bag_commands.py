@@ -7,7 +7,7 @@ import json
 import sys
 
 from ..errors import FaceRecognitionError
-from .common import add_model_options, emit_json, pipeline_from_args
+from .common import add_model_options, bounded, emit_json, pipeline_from_args
 
 
 def add_parsers(subparsers) -> None:
@@ -37,7 +37,7 @@ def add_parsers(subparsers) -> None:
     video.add_argument("--topic", default="/camera/image_raw")
     video.add_argument("--frame-id", default="camera")
     video.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
-    video.add_argument("--max-frames", type=int, help="stop after this many frames")
+    video.add_argument("--max-frames", type=bounded(int, 1), help="stop after this many frames")
     video.add_argument("--json", action="store_true", help="print the summary as JSON")
     video.set_defaults(func=run_video_to_bag)
 

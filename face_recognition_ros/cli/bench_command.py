@@ -11,7 +11,7 @@ import cv2
 
 from ..errors import FaceRecognitionError, ImageError
 from ..image_files import decode_image
-from .common import add_model_options, emit_json, scratch_pipeline
+from .common import add_model_options, bounded, emit_json, scratch_pipeline
 
 STAGES = ("decode", "detect", "align", "embed", "match")
 
@@ -25,10 +25,10 @@ def add_parser(subparsers) -> None:
         "per stage and end-to-end frames per second.",
     )
     parser.add_argument("--image", help="the frame (e.g. media/two_people.jpg); or --frames")
-    parser.add_argument("--width", type=int, help="resize the frame to this width (with --height)")
-    parser.add_argument("--height", type=int, help="resize the frame to this height (with --width)")
-    parser.add_argument("--repeat", type=int, default=20, help="timed repetitions (default 20)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed repetitions first")
+    parser.add_argument("--width", type=bounded(int, 16), help="resize the frame to this width (with --height)")
+    parser.add_argument("--height", type=bounded(int, 16), help="resize the frame to this height (with --width)")
+    parser.add_argument("--repeat", type=bounded(int, 1), default=20, help="timed repetitions (default 20)")
+    parser.add_argument("--warmup", type=bounded(int, 0), default=3, help="untimed repetitions first")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     add_model_options(parser, gallery=False)
     from ..evaluation.bench import add_frames_arguments

@@ -15,7 +15,7 @@ from ..errors import FaceRecognitionError, ModelError
 from ..image_files import load_image
 from ..types import Detections
 from ..evaluation.embedding_cache import EmbeddingCache, cached_embedder
-from .common import add_model_options, emit_json, scratch_pipeline
+from .common import add_model_options, bounded, emit_json, scratch_pipeline
 
 
 def add_parsers(subparsers) -> None:
@@ -31,7 +31,7 @@ def add_parsers(subparsers) -> None:
     )
     lfw.add_argument("--lfw-dir", help="LFW folder (default: $FACE_RECOGNITION_DATA/lfw or ../shared/data/lfw)")
     lfw.add_argument("--pairs", help="pairs file (default: LFW_DIR/pairs.txt)")
-    lfw.add_argument("--folds", type=int, default=10, help="use only the first K folds (CI uses 1)")
+    lfw.add_argument("--folds", type=bounded(int, 1, 10), default=10, help="use only the first K folds (CI uses 1)")
     lfw.add_argument("--record-threshold", action="store_true",
                      help="write the mean of the ten per-fold thresholds into the efficientnet_b0 checkpoint "
                      "given by --encoder-weights, as its default threshold (full 10-fold run only)")
@@ -44,8 +44,8 @@ def add_parsers(subparsers) -> None:
         "queries; a fraction of the identities is never enrolled and must be reported unknown.",
     )
     identify.add_argument("--data", help="folder with one sub-folder per identity (default: celeba-subset)")
-    identify.add_argument("--enroll-per-identity", type=int, default=3, metavar="K")
-    identify.add_argument("--unknown-fraction", type=float, default=0.2, metavar="F")
+    identify.add_argument("--enroll-per-identity", type=bounded(int, 1), default=3, metavar="K")
+    identify.add_argument("--unknown-fraction", type=bounded(float, 0.0, 1.0, open_high=True), default=0.2, metavar="F")
     identify.add_argument("--seed", type=int, default=0)
     identify.add_argument("--cache-dir", metavar="DIR",
                           help="where image embeddings are cached between runs (default: the user cache dir)")

@@ -28,8 +28,8 @@ def add_parser(subparsers) -> None:
     source.add_argument("--camera", type=bounded(int, 0), metavar="N", help="camera device index (OpenCV)")
     parser.add_argument("--annotate", metavar="OUT",
                         help="write annotated output: an image file, a folder (for folder input) or a video file")
-    parser.add_argument("--max-frames", type=int, help="stop after this many video/camera frames")
-    parser.add_argument("--every", type=int, default=1, metavar="N", help="process every N-th video frame")
+    parser.add_argument("--max-frames", type=bounded(int, 1), help="stop after this many video/camera frames")
+    parser.add_argument("--every", type=bounded(int, 1), default=1, metavar="N", help="process every N-th video frame")
     parser.add_argument("--no-tracking", action="store_true",
                         help="video/camera: report each frame's own match instead of a track's identity vote")
     parser.add_argument("--json", action="store_true", help="one JSON object per image or frame")

@@ -9,6 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ..cli.common import bounded
 from ..errors import FaceRecognitionError
 
 
@@ -21,7 +22,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--config", required=True, metavar="FILE", help="recipe YAML (config/train/...)")
     parser.add_argument("--data", metavar="DIR", help="folder-per-identity dataset (overrides data.root, and "
                         "replaces a recipe's data.datasets by this one labelled dataset)")
-    parser.add_argument("--max-epochs", type=int, metavar="N", help="override trainer.max_epochs")
+    parser.add_argument("--max-epochs", type=bounded(int, 1), metavar="N", help="override trainer.max_epochs")
     parser.add_argument("--max-time", metavar="DD:HH:MM:SS", help="override trainer.max_time")
     parser.add_argument("--resume", metavar="CKPT|auto", help="continue a run from its Lightning checkpoint (checkpoints/last.ckpt), or 'auto': "
                         "from the run's own last.ckpt when there is one, else start it")
@@ -32,7 +33,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                         "(VALUE is read as YAML; repeatable)")
     parser.add_argument("--pack", metavar="DIR", help="train on a face pack (pack-faces) instead of the recipe's datasets, "
                         "augmenting on the accelerator; no dataset folder or teacher weights needed")
-    parser.add_argument("--minutes", type=float, metavar="M", help="size the run to about M minutes on this machine: "
+    parser.add_argument("--minutes", type=bounded(float, 0.0, open_low=True), metavar="M", help="size the run to about M minutes on this machine: "
                         "measures steps per second first, then sets trainer.max_epochs (and a max_time guard)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run_train)
@@ -48,8 +49,8 @@ def add_pack_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", required=True, metavar="FILE", help="recipe YAML whose data and teachers to pack")
     parser.add_argument("--out", required=True, metavar="DIR", help="new folder for the pack")
-    parser.add_argument("--quality", type=int, default=85, metavar="Q", help="WebP quality 1..100 (default 85)")
-    parser.add_argument("--part-mib", type=float, default=40.0, metavar="MIB",
+    parser.add_argument("--quality", type=bounded(int, 1, 100), default=85, metavar="Q", help="WebP quality 1..100 (default 85)")
+    parser.add_argument("--part-mib", type=bounded(float, 0.0, open_low=True), default=40.0, metavar="MIB",
                         help="largest part file, MiB (default 40: one part per 64 MiB device call beside the repository)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="override a recipe key (as for train)")
