@@ -87,7 +87,7 @@ def test_inconsistent_online_teacher_keys_are_clear_errors(loss, message):
         config_from_dict({"loss": loss})
 
 
-def test_the_consistent_recipe_continues_the_shipped_checkpoint_with_an_online_teacher():
+def test_the_consistent_recipe_continues_stage_2_with_an_online_teacher():
     from face_recognition_ros.training.config import load_config
 
     recipes = Path(__file__).resolve().parents[1] / "config" / "train"
@@ -95,8 +95,8 @@ def test_the_consistent_recipe_continues_the_shipped_checkpoint_with_an_online_t
     assert config.data == base.data
     assert config.loss.teacher_online and 0.0 < config.loss.distill_mixup <= 1.0
     assert config.loss.teacher == ["dlib_resnet", "mobileface"] and config.loss.teacher_similarity == "rescaled"
-    shipped = Path(__file__).resolve().parents[1] / config.model.init_from
-    assert shipped.is_file(), shipped
+    stage2 = load_config(recipes / "b0_ensemble_112_continued.yaml")
+    assert config.model.init_from == f"{stage2.out_dir}/{stage2.name}/best.ckpt"
 
 
 # ---- the online teacher ------------------------------------------------------------------------
