@@ -17,7 +17,7 @@ import torch
 from face_recognition_ros.cli.main import main
 from face_recognition_ros.training import time_budget
 from face_recognition_ros.training.augment_torch import augment_batch, jpeg_tables
-from face_recognition_ros.training.config import AugmentConfig, TrainingConfigError, config_from_dict
+from face_recognition_ros.training.config import AugmentConfig, TrainingConfigError, config_from_dict, load_config
 from face_recognition_ros.training.data import UNLABELLED, FaceArrays, make_val_pairs
 from face_recognition_ros.training.face_cache import DatasetError
 from face_recognition_ros.training.face_pack import dequantise_rows, quantise_rows, read_pack, write_pack
@@ -270,6 +270,8 @@ def test_pack_faces_then_train_from_the_pack_in_bf16_within_a_time_budget(tiny_e
     result = json.loads(out[out.index("{"):])
     assert Path(result["exported"]["path"]).is_file()
     assert result["exported"]["recipe"] == "b0_ensemble_112_gpu"
+    # The run above trained with the shipped stage 3's neighbour term, on the pack's teacher targets.
+    assert load_config(REPO / GPU_RECIPE).loss.neighbour_weight > 0
 
 
 @pytest.fixture()
