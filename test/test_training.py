@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -324,5 +325,8 @@ def test_the_continued_and_gpu_recipes_share_the_base_recipes_data_and_losses():
     base = load_config(RECIPE_DIR / "b0_ensemble_112.yaml")
     continued, gpu = load_config(RECIPE_DIR / "b0_ensemble_112_continued.yaml"), load_config(RECIPE_DIR / "b0_ensemble_112_gpu.yaml")
     assert continued.data == base.data and continued.loss == base.loss
-    assert gpu.loss == base.loss and gpu.data.datasets == base.data.datasets and gpu.data.augment == base.data.augment
+    # The GPU recipe adds the shipped stages 3 and 4's neighbour term, and nothing else, to the losses.
+    stage3 = load_config(RECIPE_DIR / "b0_ensemble_112_neighbours.yaml")
+    assert gpu.loss == stage3.loss and dataclasses.replace(gpu.loss, neighbour_weight=0.0) == base.loss
+    assert gpu.data.datasets == base.data.datasets and gpu.data.augment == base.data.augment
     assert (gpu.data.identities_per_batch, gpu.data.unlabelled_per_batch) == (64, 256)
