@@ -102,3 +102,14 @@ def test_the_neighbour_recipe_is_the_consistent_control_plus_the_neighbour_term(
     assert config.model == control.model
     control.loss.neighbour_weight = config.loss.neighbour_weight
     assert config.loss == control.loss  # nothing else differs
+
+
+def test_stage_4_is_stage_3_again_from_stage_3s_checkpoint():
+    from pathlib import Path
+
+    from face_recognition_ros.training.config import load_config
+
+    recipes = Path(__file__).resolve().parents[1] / "config" / "train"
+    stage3, stage4 = (load_config(recipes / f"b0_ensemble_112_neighbours{suffix}.yaml") for suffix in ("", "_2"))
+    assert stage4.model.init_from == f"{stage3.out_dir}/{stage3.name}/best.ckpt"
+    assert (stage4.data, stage4.loss, stage4.optim, stage4.trainer) == (stage3.data, stage3.loss, stage3.optim, stage3.trainer)
