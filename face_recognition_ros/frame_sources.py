@@ -35,6 +35,11 @@ class Frame:
     source: str  # the video, camera or image file it came from
 
 
+def _check_rate(rate_hz: float | None) -> None:
+    if rate_hz is not None and not 0 < rate_hz < math.inf:  # NaN too
+        raise ImageError(f"a frame rate must be positive and finite, got {rate_hz}")
+
+
 class VideoFrames:
     """A video file (any container OpenCV reads) or a camera (an integer device index)."""
 
@@ -45,6 +50,7 @@ class VideoFrames:
             raise ImageError(f"{video}: no such video file")
         if self.is_camera and video < 0:  # OpenCV's "any camera" index; it crashed the process here
             raise ImageError(f"camera {video}: a camera index is 0 or more")
+        _check_rate(rate_hz)
         self._target = video if self.is_camera else str(video)
         capture = self._open()
         try:
@@ -55,8 +61,6 @@ class VideoFrames:
         finally:
             capture.release()
         self._own_times = rate_hz is None
-        if rate_hz is not None and not 0 < rate_hz < math.inf:  # NaN too
-            raise ImageError(f"a frame rate must be positive and finite, got {rate_hz}")
         self.rate_hz = float(rate_hz or (container_rate if 0.0 < container_rate < 1000.0 else FALLBACK_RATE_HZ))
 
     def _open(self) -> cv2.VideoCapture:
@@ -97,13 +101,12 @@ class FolderFrames:
     def __init__(self, folder: str | os.PathLike, rate_hz: float | None = None) -> None:
         self.is_camera = False
         self.name = str(folder)
+        _check_rate(rate_hz)
         listing = find_images([folder], recursive=False)
         self.files = listing.images
         self.skipped = listing.skipped
         if not self.files:
             raise ImageError(f"{folder}: the folder holds no images")
-        if rate_hz is not None and not 0 < rate_hz < math.inf:  # NaN too
-            raise ImageError(f"a frame rate must be positive and finite, got {rate_hz}")
         self.rate_hz = float(rate_hz or FOLDER_RATE_HZ)
         self.frame_count = len(self.files)
 

@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 
-from ..errors import FaceRecognitionError
 from .common import add_model_options, bounded, emit_json, pipeline_from_args
 
 
@@ -64,8 +63,6 @@ def run_bag(args: argparse.Namespace) -> int:
 def run_video_to_bag(args: argparse.Namespace) -> int:
     from ..bags import video_to_bag
 
-    if args.max_frames is not None and args.max_frames < 1:
-        raise FaceRecognitionError("--max-frames must be at least 1")
     summary = _summary_dict(video_to_bag(args.video, args.output, topic=args.topic, frame_id=args.frame_id,
                                          storage=args.storage, max_frames=args.max_frames))
     if args.json:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import cv2
 
-from ..errors import FaceRecognitionError, ImageError
+from ..errors import ImageError
 from ..frame_sources import VideoFrames
 from ..image_files import find_images, is_image_file, load_image
 from .common import add_model_options, bounded, emit_json, pipeline_from_args
@@ -59,10 +59,6 @@ def _warn_dropped(where: str, result, limit: int | None) -> None:
 
 
 def run_recognize(args: argparse.Namespace) -> int:
-    if args.every < 1:
-        raise FaceRecognitionError("--every must be at least 1")
-    if args.max_frames is not None and args.max_frames < 1:
-        raise FaceRecognitionError("--max-frames must be at least 1")
     if args.camera is not None:
         return _run_video(args, VideoFrames(args.camera))
     path = Path(args.path)
