@@ -138,7 +138,8 @@ class FaceTracker:
         margin = float(np.mean([m.margin for m in votes]))
         if winner is not None and counts[winner] < min_votes:
             # Not yet agreed on often enough: unknown, with the frames' own figures.
-            return Match(None, None, similarity, margin, votes[-1].threshold)
+            return Match(None, None, similarity, margin, votes[-1].threshold,
+                         frames_to_confirm=min_votes - counts[winner])
         return Match(
             person_id=winner,
             name=None if winner is None else track.names.get(winner, votes[-1].name),

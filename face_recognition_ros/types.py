@@ -69,6 +69,9 @@ class Match:
     margin: float  # best person's score minus the second-best person's score
     #: the similarity the best person needed (the operating point in force for this face); None: not known
     threshold: float | None = None
+    #: tracking only: how many more frames must agree before this face's track is named; while above 0
+    #: the face is unknown although this frame alone may have named the person
+    frames_to_confirm: int = 0
 
     @property
     def is_known(self) -> bool:
@@ -120,6 +123,7 @@ class FaceResult:
             "similarity": round(float(self.match.similarity), 4),
             "margin": round(float(self.match.margin), 4),
             "threshold": None if self.match.threshold is None else round(float(self.match.threshold), 4),
+            "frames_to_confirm": self.match.frames_to_confirm,
             "track_id": self.track_id,
         }
 

@@ -117,6 +117,24 @@ def test_recognize_video_emits_one_json_object_per_frame(capsys, enrolled, media
     assert set(first_ids) & {face["track_id"] for face in frames[2]["faces"]}
 
 
+def test_recognize_video_says_a_matched_face_is_unknown_only_until_its_track_confirms_it(capsys, enrolled,
+                                                                                         media_dir, tmp_path):
+    video = tmp_path / "obama.avi"
+    image = cv2.imread(str(media_dir / "obama.jpg"))
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (image.shape[1], image.shape[0]))
+    for _ in range(2):
+        writer.write(image)
+    writer.release()
+    code, out, _ = run(capsys, "recognize", video, "--gallery", enrolled)
+    assert code == 0
+    first, second = [line for line in out.splitlines() if line.startswith(str(video))]
+    assert first.startswith(f"{video}#0: unknown until 1 more frame(s) agree (similarity")
+    assert second.startswith(f"{video}#1: obama (similarity")
+    code, out, _ = run(capsys, "recognize", video, "--gallery", enrolled, "--json")
+    faces = [json.loads(line)["faces"][0] for line in out.splitlines()]
+    assert [(face["is_known"], face["frames_to_confirm"]) for face in faces] == [(False, 1), (True, 0)]
+
+
 def test_rename_and_forget_change_the_gallery(capsys, enrolled):
     assert run(capsys, "gallery", "rename", "obama", "Barack Obama", "--gallery", enrolled)[0] == 0
     _, out, _ = run(capsys, "gallery", "list", "--gallery", enrolled, "--json")

@@ -171,12 +171,15 @@ def test_a_stranger_who_passes_the_bar_in_a_single_frame_stays_unknown():
     stranger_frames = [UNKNOWN, UNKNOWN, Match(1, "alice", 0.95, 0.2), UNKNOWN, UNKNOWN, UNKNOWN]
     published = [tracker.update(np.array([box(100)]), [match])[1][0] for match in stranger_frames]
     assert all(not match.is_known for match in published)
+    assert all(match.frames_to_confirm == 0 for match in published)  # the vote is "unknown", nobody pending
 
 
 def test_a_new_track_is_named_once_two_frames_agree_and_a_single_vote_is_enough_when_asked():
     strict, lenient = FaceTracker(min_votes=2), FaceTracker(min_votes=1)
-    assert strict.update(np.array([box(100)]), [ALICE])[1][0].name is None
-    assert strict.update(np.array([box(101)]), [ALICE])[1][0].name == "alice"
+    pending = strict.update(np.array([box(100)]), [ALICE])[1][0]
+    assert pending.name is None and pending.frames_to_confirm == 1 and pending.similarity == ALICE.similarity
+    confirmed = strict.update(np.array([box(101)]), [ALICE])[1][0]
+    assert confirmed.name == "alice" and confirmed.frames_to_confirm == 0
     assert lenient.update(np.array([box(100)]), [ALICE])[1][0].name == "alice"
     with pytest.raises(ValueError, match="min_votes"):
         FaceTracker(vote_window=3, min_votes=4)

@@ -21,7 +21,8 @@ def add_parser(subparsers) -> None:
         help="recognise faces in an image, a folder, a video file or a camera",
         description="Prints one line per face, or with --json one JSON object per image or frame: "
         '{"source", "frame", "faces": [{"box", "landmarks", "score", "name", "person_id", "is_known", '
-        '"similarity", "margin"}]}.',
+        '"similarity", "margin", "threshold", "frames_to_confirm", "track_id"}]}. In a video, a face is named '
+        "once two frames of its track agree (--no-tracking: each frame on its own).",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("path", nargs="?", help="image file, folder of images, or video file")
@@ -48,6 +49,8 @@ def _report(source: str, frame: int | None, result, as_json: bool, decision: dic
     for face in result.faces:
         x1, y1, x2, y2 = (int(round(v)) for v in face.box)
         who = face.match.name if face.match.is_known else "unknown"
+        if face.match.frames_to_confirm:
+            who += f" until {face.match.frames_to_confirm} more frame(s) agree"
         needed = "" if face.match.threshold is None else f" of {face.match.threshold:.3f} needed"
         print(f"{where}: {who} (similarity {face.match.similarity:.3f}{needed}, margin {face.match.margin:.3f}) "
               f"at [{x1}, {y1}, {x2}, {y2}]")
