@@ -104,12 +104,18 @@ def test_the_neighbour_recipe_is_the_consistent_control_plus_the_neighbour_term(
     assert config.loss == control.loss  # nothing else differs
 
 
-def test_stage_4_is_stage_3_again_from_stage_3s_checkpoint():
+def test_each_later_neighbour_stage_is_the_one_before_again_from_its_best_checkpoint():
+    import re
     from pathlib import Path
 
     from face_recognition_ros.training.config import load_config
 
     recipes = Path(__file__).resolve().parents[1] / "config" / "train"
-    stage3, stage4 = (load_config(recipes / f"b0_ensemble_112_neighbours{suffix}.yaml") for suffix in ("", "_2"))
-    assert stage4.model.init_from == f"{stage3.out_dir}/{stage3.name}/best.ckpt"
-    assert (stage4.data, stage4.loss, stage4.optim, stage4.trainer) == (stage3.data, stage3.loss, stage3.optim, stage3.trainer)
+    repeats = sorted((int(re.fullmatch(r"b0_ensemble_112_neighbours_(\d+)\.yaml", path.name).group(1)), path)
+                     for path in recipes.glob("b0_ensemble_112_neighbours_*.yaml"))
+    assert [number for number, _ in repeats] == list(range(2, len(repeats) + 2))  # stage 4, 5, ... with no gap
+    chain = [load_config(recipes / "b0_ensemble_112_neighbours.yaml")] + [load_config(path) for _, path in repeats]
+    for before, after in zip(chain, chain[1:]):
+        assert after.model.init_from == f"{before.out_dir}/{before.name}/best.ckpt"
+        assert (after.data, after.loss, after.optim, after.trainer) == (before.data, before.loss, before.optim,
+                                                                        before.trainer)
