@@ -17,7 +17,7 @@ from typing import Any
 from .enrollment import DEFAULT_MIN_SHARPNESS
 from .pipeline import PipelineConfig, RecognitionPipeline
 from .recognizer import LiveEnrollmentSettings, Recognizer
-from .tracking import FaceTracker
+from .tracking import DEFAULT_MIN_VOTES, FaceTracker
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               0.05, 0.95),
     ParamSpec("track_max_missed", 5, "Frames a track survives without its face before it ends", 0, 1000),
     ParamSpec("track_vote_window", 5, "Recent matches a track's published identity is voted over", 1, 100),
-    ParamSpec("track_min_votes", 2, "Frames of the vote window that must agree on a person before the track is "
+    ParamSpec("track_min_votes", DEFAULT_MIN_VOTES, "Frames of the vote window that must agree on a person before the track is "
               "named (1 = a single frame is enough; at most track_vote_window)", 1, 100),
     # -- live enrollment -------------------------------------------------------------------------
     ParamSpec("enroll_num_samples", 5, "Default samples for live enrollment (EnrollPerson.num_samples = 0)",

@@ -32,6 +32,10 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
+# Frames that must agree before a track is named: one frame alone can be a stranger who passes the bar.
+DEFAULT_MIN_VOTES = 2
+
+
 class FaceTracker:
     """Associates each frame's faces with the previous frames' faces by box overlap.
 
@@ -43,7 +47,8 @@ class FaceTracker:
     the window's frames agree on them: a stranger who passes the bar in a single frame stays unknown.
     """
 
-    def __init__(self, iou_threshold: float = 0.3, max_missed: int = 5, vote_window: int = 5, min_votes: int = 2):
+    def __init__(self, iou_threshold: float = 0.3, max_missed: int = 5, vote_window: int = 5,
+                 min_votes: int = DEFAULT_MIN_VOTES):
         if not 0.0 < iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
         if max_missed < 0 or vote_window < 1:

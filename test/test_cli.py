@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from face_recognition_ros.cli.main import EXIT_ERROR, main
+from face_recognition_ros.tracking import FaceTracker
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -61,6 +62,13 @@ def test_help_is_available_for_every_command(capsys):
             main(argv)
         assert exit_info.value.code == 0
         assert "usage:" in capsys.readouterr().out
+
+
+def test_recognize_help_states_the_trackers_own_frames_to_agree(capsys):
+    with pytest.raises(SystemExit):
+        main(["recognize", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"named once {FaceTracker().min_votes} frames of its track agree" in help_text
 
 
 def test_enroll_then_list_reports_the_person_with_samples(capsys, enrolled):

@@ -12,6 +12,7 @@ import cv2
 from ..errors import ImageError
 from ..frame_sources import VideoFrames
 from ..image_files import find_images, is_image_file, load_image
+from ..tracking import DEFAULT_MIN_VOTES
 from .common import add_model_options, bounded, emit_json, pipeline_from_args
 
 
@@ -22,7 +23,7 @@ def add_parser(subparsers) -> None:
         description="Prints one line per face, or with --json one JSON object per image or frame: "
         '{"source", "frame", "faces": [{"box", "landmarks", "score", "name", "person_id", "is_known", '
         '"similarity", "margin", "threshold", "frames_to_confirm", "track_id"}]}. In a video, a face is named '
-        "once two frames of its track agree (--no-tracking: each frame on its own).",
+        f"once {DEFAULT_MIN_VOTES} frames of its track agree (--no-tracking: each frame on its own).",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("path", nargs="?", help="image file, folder of images, or video file")
