@@ -325,7 +325,7 @@ def test_the_continued_and_gpu_recipes_share_the_base_recipes_data_and_losses():
     base = load_config(RECIPE_DIR / "b0_ensemble_112.yaml")
     continued, gpu = load_config(RECIPE_DIR / "b0_ensemble_112_continued.yaml"), load_config(RECIPE_DIR / "b0_ensemble_112_gpu.yaml")
     assert continued.data == base.data and continued.loss == base.loss
-    # The GPU recipe adds the shipped stages 3 and 4's neighbour term, and nothing else, to the losses.
+    # The GPU recipe adds the shipped stages 3 to 5's neighbour term, and nothing else, to the losses.
     stage3 = load_config(RECIPE_DIR / "b0_ensemble_112_neighbours.yaml")
     assert gpu.loss == stage3.loss and dataclasses.replace(gpu.loss, neighbour_weight=0.0) == base.loss
     assert gpu.data.datasets == base.data.datasets and gpu.data.augment == base.data.augment
