@@ -48,6 +48,10 @@ class VideoFrames:
         self.name = f"camera {video}" if self.is_camera else str(video)
         if not self.is_camera and not Path(video).is_file():
             raise ImageError(f"{video}: no such video file")
+        # OpenCV's video reader plays a still image as a one-frame video, even one this software does not
+        # decode (a 3-channel float TIFF, which Pillow cannot parse): a still image is never a stream.
+        if not self.is_camera and cv2.haveImageReader(str(video)):
+            raise ImageError(f"{video}: is a single image, not a video")
         if self.is_camera and video < 0:  # OpenCV's "any camera" index; it crashed the process here
             raise ImageError(f"camera {video}: a camera index is 0 or more")
         _check_rate(rate_hz)

@@ -269,6 +269,15 @@ def test_folder_input_reports_a_bad_file_and_goes_on(capsys, enrolled, media_dir
     assert [json.loads(line)["faces"][0]["name"] for line in out.splitlines()] == ["obama"]
 
 
+def test_recognize_refuses_an_image_it_cannot_decode_instead_of_playing_it_as_a_video(capsys, enrolled, tmp_path):
+    # OpenCV's video reader opens a 3-channel float TIFF (which Pillow cannot parse) as a one-frame video.
+    float_tiff = tmp_path / "float.tiff"
+    assert cv2.imwrite(str(float_tiff), np.random.default_rng(0).random((64, 64, 3), dtype=np.float32))
+    code, out, err = run(capsys, "recognize", float_tiff, "--gallery", enrolled, "--json")
+    assert code == EXIT_ERROR and out == ""
+    assert "float.tiff: not an image or a video this software can read" in err
+
+
 # ------------------------------------------------------------------ eval lfw --record-threshold
 
 TINY_LFW_PEOPLE = {

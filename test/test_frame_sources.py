@@ -6,6 +6,7 @@ import math
 import shutil
 
 import cv2
+import numpy as np
 import pytest
 
 from face_recognition_ros.errors import ImageError
@@ -61,6 +62,11 @@ def test_a_single_image_or_a_missing_path_is_not_a_stream(media_dir, tmp_path):
         open_frames(media_dir / "obama.jpg")
     with pytest.raises(ImageError, match="no such video file or image folder"):
         open_frames(tmp_path / "missing.mp4")
+    float_tiff = tmp_path / "float.tiff"  # an image OpenCV writes and Pillow cannot parse
+    assert cv2.imwrite(str(float_tiff), np.random.default_rng(0).random((64, 64, 3), dtype=np.float32))
+    for reader in (open_frames, VideoFrames):  # not played as a one-frame video by either
+        with pytest.raises(ImageError, match="float.tiff: is a single image, not a video"):
+            reader(float_tiff)
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\0" * 1000)
     with pytest.raises(ImageError, match="broken.mp4"):
