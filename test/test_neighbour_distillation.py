@@ -119,3 +119,20 @@ def test_each_later_neighbour_stage_is_the_one_before_again_from_its_best_checkp
         assert after.model.init_from == f"{before.out_dir}/{before.name}/best.ckpt"
         assert (after.data, after.loss, after.optim, after.trainer) == (before.data, before.loss, before.optim,
                                                                         before.trainer)
+
+
+@pytest.mark.parametrize("recipe, key, value", [("b0_ensemble_112_strong_neighbours.yaml", "neighbour_weight", 3.0),
+                                                ("b0_ensemble_112_wide_neighbours.yaml", "neighbour_memory", 16384)])
+def test_each_neighbour_tuning_run_is_the_plain_repeat_of_stage_5_with_one_setting_changed(recipe, key, value):
+    from pathlib import Path
+
+    from face_recognition_ros.training.config import load_config
+
+    recipes = Path(__file__).resolve().parents[1] / "config" / "train"
+    control = load_config(recipes / "b0_ensemble_112_neighbours_4.yaml")  # stage 5 again, nothing changed
+    config = load_config(recipes / recipe)
+    assert getattr(config.loss, key) == value != getattr(control.loss, key)
+    assert (config.data, config.model, config.optim, config.trainer) == (control.data, control.model, control.optim,
+                                                                         control.trainer)
+    setattr(control.loss, key, value)
+    assert config.loss == control.loss  # nothing else differs
