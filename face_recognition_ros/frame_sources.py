@@ -48,9 +48,9 @@ class VideoFrames:
         self.name = f"camera {video}" if self.is_camera else str(video)
         if not self.is_camera and not Path(video).is_file():
             raise ImageError(f"{video}: no such video file")
-        # OpenCV's video reader plays a still image as a one-frame video, even one this software does not
-        # decode (a 3-channel float TIFF, which Pillow cannot parse): a still image is never a stream.
-        if not self.is_camera and cv2.haveImageReader(str(video)):
+        # OpenCV's video reader plays a still image as a one-frame video: an image by this software's rule
+        # (Pillow recognises it), and one only OpenCV recognises (a 3-channel float TIFF), is never a stream.
+        if not self.is_camera and (is_image_file(video) or cv2.haveImageReader(str(video))):
             raise ImageError(f"{video}: is a single image, not a video")
         if self.is_camera and video < 0:  # OpenCV's "any camera" index; it crashed the process here
             raise ImageError(f"camera {video}: a camera index is 0 or more")
@@ -133,6 +133,4 @@ def open_frames(source: str | os.PathLike | int, rate_hz: float | None = None) -
         return FolderFrames(path, rate_hz)
     if not path.is_file():
         raise ImageError(f"{path}: no such video file or image folder")
-    if is_image_file(path):
-        raise ImageError(f"{path}: is a single image, not a video or a folder of images")
-    return VideoFrames(path, rate_hz)
+    return VideoFrames(path, rate_hz)  # which refuses a single image
